@@ -1,0 +1,216 @@
+//! The operator's configuration file (TOML): where the store is, which currencies exist
+//! beyond ISO 4217, and one `[[providers]]` entry per partner with its adapter settings.
+//! Everything provider-specific lives here, so adding a partner touches no code.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::adapters::{Adapter, AdapterConfig, ProviderContext};
+use crate::money::{Currencies, CurrencyCode};
+
+/// Default store: an SQLite file in the working directory, created on first use.
+pub const STORE_URL_DEFAULT: &str = "sqlite:settlewatch.db";
+/// How far in the future an occurred-at may be (provider clocks drift a little).
+pub const FUTURE_TOLERANCE_SECONDS_DEFAULT: u64 = 300;
+pub const PROVIDERS_MAX: usize = 1024;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Units beyond ISO 4217 (loyalty points, chips), or overrides of an ISO exponent.
+    #[serde(default)]
+    pub currencies: Vec<ExtraCurrency>,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:PATH` (embedded default) or `postgres://...`.
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+fn default_store_url() -> String {
+    STORE_URL_DEFAULT.to_string()
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig { url: default_store_url() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraCurrency {
+    pub code: String,
+    pub exponent: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    #[serde(default = "default_future_tolerance")]
+    pub future_tolerance_seconds: u64,
+}
+
+fn default_future_tolerance() -> u64 {
+    FUTURE_TOLERANCE_SECONDS_DEFAULT
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        IngestConfig { future_tolerance_seconds: FUTURE_TOLERANCE_SECONDS_DEFAULT }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Stable identifier used on the command line, in storage and in metric labels.
+    pub name: String,
+    /// IANA zone of the provider's business day (settlement periods, local timestamps).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Currencies this provider may send; empty means every known currency.
+    #[serde(default)]
+    pub currencies: Vec<String>,
+    /// Share of gross gaming revenue owed to the provider (royalty), e.g. "0.12".
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub revenue_share: Option<Decimal>,
+    pub adapter: AdapterConfig,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Parse { path: String, error: Box<toml::de::Error> },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Adapter(#[from] crate::adapters::AdapterConfigError),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read { path: path.display().to_string(), error })?;
+        Config::parse(&text).map_err(|error| match error {
+            ConfigError::Parse { error, .. } => ConfigError::Parse { path: path.display().to_string(), error },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|error| ConfigError::Parse { path: "config".into(), error: Box::new(error) })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.providers.len() > PROVIDERS_MAX {
+            return Err(ConfigError::Invalid(format!("more than {PROVIDERS_MAX} providers")));
+        }
+        let mut names = BTreeSet::new();
+        for provider in &self.providers {
+            let valid_name = !provider.name.is_empty()
+                && provider.name.len() <= 64
+                && provider.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(ConfigError::Invalid(format!(
+                    "provider name {:?}: use 1 to 64 letters, digits, '-' or '_'",
+                    provider.name
+                )));
+            }
+            if !names.insert(provider.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("provider {} is configured twice", provider.name)));
+            }
+            if let Some(share) = provider.revenue_share {
+                if share < Decimal::ZERO || share > Decimal::ONE {
+                    return Err(ConfigError::Invalid(format!(
+                        "provider {}: revenue_share {share} is not between 0 and 1",
+                        provider.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn currencies(&self) -> Result<Currencies, ConfigError> {
+        Currencies::with_extra(self.currencies.iter().map(|c| (c.code.as_str(), c.exponent)))
+            .map_err(|error| ConfigError::Invalid(error.to_string()))
+    }
+
+    /// Builds every provider's runtime form (adapter, zone, allowed currencies).
+    pub fn providers(&self) -> Result<Vec<Provider>, ConfigError> {
+        let currencies = Arc::new(self.currencies()?);
+        self.providers.iter().map(|provider| Provider::build(provider, &currencies)).collect()
+    }
+}
+
+/// A configured provider, ready to decode and validate its payloads.
+pub struct Provider {
+    pub name: String,
+    pub timezone: Tz,
+    /// `None`: every known currency is allowed.
+    pub allowed_currencies: Option<BTreeSet<CurrencyCode>>,
+    pub currencies: Arc<Currencies>,
+    pub revenue_share: Option<Decimal>,
+    pub adapter: Box<dyn Adapter>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("name", &self.name).field("timezone", &self.timezone).finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    fn build(config: &ProviderConfig, currencies: &Arc<Currencies>) -> Result<Provider, ConfigError> {
+        let timezone = Tz::from_str(&config.timezone).map_err(|_| {
+            ConfigError::Invalid(format!("provider {}: unknown timezone {:?}", config.name, config.timezone))
+        })?;
+        let allowed_currencies = if config.currencies.is_empty() {
+            None
+        } else {
+            let mut allowed = BTreeSet::new();
+            for code in &config.currencies {
+                let (code, _) = currencies.lookup(code).ok_or_else(|| {
+                    ConfigError::Invalid(format!("provider {}: unknown currency {code:?}", config.name))
+                })?;
+                allowed.insert(code);
+            }
+            Some(allowed)
+        };
+        let context = ProviderContext { name: config.name.clone(), timezone, currencies: currencies.clone() };
+        let adapter = config.adapter.build(&context)?;
+        Ok(Provider {
+            name: config.name.clone(),
+            timezone,
+            allowed_currencies,
+            currencies: currencies.clone(),
+            revenue_share: config.revenue_share,
+            adapter,
+        })
+    }
+}

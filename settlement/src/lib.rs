@@ -1,0 +1,12 @@
+//! The settlement core of settlewatch: the canonical transaction model, provider adapters,
+//! validation, idempotent durable ingestion, the double-entry ledger, settlement statements
+//! and the store (SQLite by default, PostgreSQL for scale).
+//!
+//! The pure parts (money, model, validation, posting rules, statements) do no I/O and read
+//! no clock; the store and the ingestion pipeline wrap them. See ARCHITECTURE.md.
+
+pub mod adapters;
+pub mod config;
+pub mod model;
+pub mod money;
+pub mod rejection;

@@ -7,6 +7,9 @@
 
 pub mod adapters;
 pub mod config;
+pub mod ledger;
 pub mod model;
 pub mod money;
 pub mod rejection;
+pub mod statement;
+pub mod validate;

@@ -7,9 +7,12 @@
 
 pub mod adapters;
 pub mod config;
+pub mod generate;
+pub mod ingest;
 pub mod ledger;
 pub mod model;
 pub mod money;
 pub mod rejection;
 pub mod statement;
+pub mod store;
 pub mod validate;

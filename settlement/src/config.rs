@@ -7,7 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono_tz::Tz;
+pub use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -91,6 +91,13 @@ pub struct ProviderConfig {
     #[serde(default, with = "rust_decimal::serde::str_option")]
     pub revenue_share: Option<Decimal>,
     pub adapter: AdapterConfig,
+}
+
+impl ProviderConfig {
+    pub fn timezone(&self) -> Result<Tz, ConfigError> {
+        Tz::from_str(&self.timezone)
+            .map_err(|_| ConfigError::Invalid(format!("provider {}: unknown timezone {:?}", self.name, self.timezone)))
+    }
 }
 
 fn default_timezone() -> String {
@@ -187,9 +194,7 @@ impl std::fmt::Debug for Provider {
 
 impl Provider {
     fn build(config: &ProviderConfig, currencies: &Arc<Currencies>) -> Result<Provider, ConfigError> {
-        let timezone = Tz::from_str(&config.timezone).map_err(|_| {
-            ConfigError::Invalid(format!("provider {}: unknown timezone {:?}", config.name, config.timezone))
-        })?;
+        let timezone = config.timezone()?;
         let allowed_currencies = if config.currencies.is_empty() {
             None
         } else {

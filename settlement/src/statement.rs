@@ -14,7 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::model::Kind;
@@ -78,10 +79,47 @@ pub enum StatementError {
     MixedExponent { currency: CurrencyCode, first: u32, second: u32 },
 }
 
+/// A settlement period: `[from, to)` in UTC, with a label for reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Period {
     pub label: String,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PeriodError(String);
+
+impl Period {
+    /// The provider's business day `date` in its timezone: from local midnight to the next
+    /// local midnight (23 or 25 hours long on daylight-saving days). Where midnight does not
+    /// exist locally, the day starts at the first instant after the gap.
+    pub fn day(date: NaiveDate, timezone: Tz) -> Result<Period, PeriodError> {
+        let start = |date: NaiveDate| -> Result<DateTime<Utc>, PeriodError> {
+            let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+            let local = match timezone.from_local_datetime(&midnight) {
+                LocalResult::Single(at) => at,
+                LocalResult::Ambiguous(earliest, _) => earliest,
+                LocalResult::None => (1..=180)
+                    .find_map(|minutes| {
+                        timezone.from_local_datetime(&(midnight + Duration::minutes(minutes))).earliest()
+                    })
+                    .ok_or_else(|| PeriodError(format!("{date} has no start in {timezone}")))?,
+            };
+            Ok(local.with_timezone(&Utc))
+        };
+        let next = date.succ_opt().ok_or_else(|| PeriodError(format!("{date} has no next day")))?;
+        Ok(Period { label: format!("{date} ({timezone})"), from: start(date)?, to: start(next)? })
+    }
+
+    /// An explicit range; `from` must be before `to`.
+    pub fn range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Period, PeriodError> {
+        if from >= to {
+            return Err(PeriodError(format!("the period starts ({from}) at or after it ends ({to})")));
+        }
+        Ok(Period { label: format!("{} .. {}", from.to_rfc3339(), to.to_rfc3339()), from, to })
+    }
 }
 
 pub fn statement(
@@ -204,6 +242,21 @@ mod tests {
         assert_eq!(fixed(usd.royalty, 2).to_string(), "1.88");
         assert_eq!(usd.net_payable, Decimal::from_str("2.87").unwrap());
         assert_eq!(usd.bets, Line { count: 3, amount: Decimal::from_str("100.00").unwrap() });
+    }
+
+    #[test]
+    fn a_day_follows_the_provider_timezone_and_daylight_saving() {
+        let day = |text: &str, zone: &str| Period::day(text.parse().unwrap(), zone.parse().unwrap()).unwrap();
+        let seoul = day("2026-11-24", "Asia/Seoul");
+        assert_eq!(seoul.from.to_rfc3339(), "2026-11-23T15:00:00+00:00");
+        assert_eq!(seoul.to.to_rfc3339(), "2026-11-24T15:00:00+00:00");
+        // London leaves summer time on 2026-10-25: that day is 25 hours long.
+        let london = day("2026-10-25", "Europe/London");
+        assert_eq!((london.to - london.from).num_hours(), 25);
+        // Havana springs forward at midnight (00:00 does not exist on 2026-03-08).
+        let havana = day("2026-03-08", "America/Havana");
+        assert_eq!((havana.to - havana.from).num_hours(), 23);
+        assert!(Period::range(seoul.to, seoul.from).is_err());
     }
 
     #[test]

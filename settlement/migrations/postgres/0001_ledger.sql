@@ -7,14 +7,16 @@ CREATE TABLE providers (
 );
 
 CREATE TABLE ledger_accounts (
-    id BIGSERIAL PRIMARY KEY,
+    -- ids are handed out by the ledger writer under its write lock
+    id BIGINT PRIMARY KEY,
     name TEXT NOT NULL,
     currency TEXT NOT NULL,
     UNIQUE (name, currency)
 );
 
 CREATE TABLE transactions (
-    seq BIGSERIAL PRIMARY KEY,
+    -- ingestion order, handed out by the ledger writer under its write lock
+    seq BIGINT PRIMARY KEY,
     provider_id BIGINT NOT NULL REFERENCES providers (id),
     provider_tx_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -47,7 +49,7 @@ CREATE TABLE postings (
 );
 
 CREATE TABLE balances (
-    ledger_account_id BIGSERIAL PRIMARY KEY REFERENCES ledger_accounts (id),
+    ledger_account_id BIGINT PRIMARY KEY REFERENCES ledger_accounts (id),
     balance_minor BIGINT NOT NULL
 );
 

@@ -7,6 +7,7 @@ CREATE TABLE providers (
 ) STRICT;
 
 CREATE TABLE ledger_accounts (
+    -- ids are handed out by the ledger writer under its write lock
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     currency TEXT NOT NULL,
@@ -14,6 +15,7 @@ CREATE TABLE ledger_accounts (
 ) STRICT;
 
 CREATE TABLE transactions (
+    -- ingestion order, handed out by the ledger writer under its write lock
     seq INTEGER PRIMARY KEY,
     provider_id INTEGER NOT NULL REFERENCES providers (id),
     provider_tx_id TEXT NOT NULL,

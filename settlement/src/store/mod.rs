@@ -21,7 +21,7 @@ use crate::statement::KindTotal;
 mod verify;
 mod writer;
 
-pub use verify::{Finding, VerifyReport};
+pub use verify::{Finding, VerifyReport, FINDINGS_MAX};
 pub use writer::{Item, LedgerWriter, Origin, Outcome, Unit};
 
 /// Connections in the pool: one is held by the ledger writer, the rest serve reads.
@@ -360,6 +360,36 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The benchmark's reference: the plainest batched INSERT of the same rows into a bare
+    /// table (no keys, no postings, no checks), one database transaction per call.
+    pub async fn insert_bare_reference(&self, transactions: &[crate::model::Transaction]) -> Result<()> {
+        const COLUMNS: usize = 7;
+        let mut tx = self.pool.begin().await?;
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS bench_bare (provider TEXT, provider_tx_id TEXT, kind TEXT, account TEXT,
+               currency TEXT, amount TEXT, occurred_at_ns BIGINT)",
+        )
+        .await?;
+        for chunk in transactions.chunks(1000) {
+            let sql =
+                format!("INSERT INTO bench_bare VALUES {}", writer::value_rows(self.dialect, COLUMNS, chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for transaction in chunk {
+                query = query
+                    .bind(transaction.provider.as_str())
+                    .bind(transaction.provider_tx_id.as_str())
+                    .bind(transaction.kind.as_str())
+                    .bind(transaction.account.as_str())
+                    .bind(transaction.currency.as_str())
+                    .bind(transaction.amount.to_string())
+                    .bind(nanos(transaction.occurred_at)?);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn verify(&self) -> Result<VerifyReport> {

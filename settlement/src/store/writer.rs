@@ -3,7 +3,7 @@
 //! state (the original of a reversal), postings, balances and dead letters. Either all of
 //! a group is committed or none of it; callers are answered only after the commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -101,18 +101,21 @@ struct Original {
 
 /// What the first pass decided for one item.
 enum Decision {
-    Accept,
-    DuplicateOf(Target),
-    ConflictWith(Target),
+    /// Insert (if the key turns out to be stored already, becomes `Existing`).
+    Insert,
+    /// The key is stored: a duplicate or a conflict, by content hash.
+    Existing {
+        seq: i64,
+        hash: [u8; 32],
+    },
+    /// The key appeared earlier in this group, at this index.
+    SameKeyAs(usize),
     Reject(Rejection),
     DeadLetter,
 }
 
-#[derive(Clone, Copy)]
-enum Target {
-    Stored(i64),
-    InGroup(usize),
-}
+/// The PostgreSQL advisory lock that serialises ledger writers across processes.
+const LEDGER_WRITE_LOCK: i64 = 0x5e77_1e00;
 
 impl LedgerWriter {
     pub(super) fn new(connection: PoolConnection<Any>, dialect: Dialect) -> LedgerWriter {
@@ -136,10 +139,22 @@ impl LedgerWriter {
 
     async fn write_group(&mut self, items: &[Item], now: DateTime<Utc>) -> Result<Vec<Outcome>> {
         let now_ns = nanos(now)?;
-        let LedgerWriter { connection, provider_ids: provider_cache, account_ids, .. } = self;
-        let mut tx = connection.begin().await?;
+        let LedgerWriter { connection, provider_ids: provider_cache, account_ids, dialect } = self;
+        let dialect = *dialect;
+        // Take the ledger's write lock first: the seq and account ids handed out below are
+        // then ours, and nothing can change between the checks and the inserts.
+        let mut tx = match dialect {
+            Dialect::Sqlite => connection.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => {
+                let mut tx = connection.begin().await?;
+                sqlx::query("SELECT CAST(1 AS BIGINT) FROM pg_advisory_xact_lock($1)")
+                    .bind(LEDGER_WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
 
-        // Provider ids.
         for item in items {
             if let Item::Transaction { valid, .. } = item {
                 if !provider_cache.contains_key(&valid.tx.provider) {
@@ -157,34 +172,11 @@ impl LedgerWriter {
         let provider_ids = provider_cache.clone();
         let provider_id = |tx: &Transaction| provider_ids[&tx.provider];
 
-        // Idempotency: which keys are stored already.
-        let mut keys_by_provider: HashMap<i64, Vec<&str>> = HashMap::new();
-        for item in items {
-            if let Item::Transaction { valid, .. } = item {
-                keys_by_provider.entry(provider_id(&valid.tx)).or_default().push(&valid.tx.provider_tx_id);
-            }
-        }
-        let mut stored: HashMap<(i64, String), (i64, [u8; 32])> = HashMap::new();
-        for (&pid, keys) in &keys_by_provider {
-            for chunk in keys.chunks(LOOKUP_KEYS_MAX) {
-                let sql = format!(
-                    "SELECT provider_tx_id, seq, content_sha256 FROM transactions
-                     WHERE provider_id = $1 AND provider_tx_id IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut query = sqlx::query(&sql).bind(pid);
-                for key in chunk {
-                    query = query.bind(*key);
-                }
-                for row in query.fetch_all(&mut *tx).await? {
-                    stored.insert((pid, row.try_get(0)?), (row.try_get(1)?, hash32(row.try_get(2)?)?));
-                }
-            }
-        }
-
-        // First pass: decide each item, in order (a rollback may follow its bet in the group).
-        let mut decisions = Vec::with_capacity(items.len());
-        let mut in_group: HashMap<(i64, &str), usize> = HashMap::new();
+        // Decide each item in order. Reversals (rare) are checked one by one against the
+        // ledger; everything else is inserted optimistically and sorted out afterwards.
+        let mut decisions: Vec<Decision> = Vec::with_capacity(items.len());
+        let mut reverses_of: Vec<Option<Kind>> = vec![None; items.len()];
+        let mut first_of: HashMap<(i64, &str), usize> = HashMap::with_capacity(items.len());
         let mut originals: HashMap<(i64, String), Original> = HashMap::new();
         for (index, item) in items.iter().enumerate() {
             let Item::Transaction { valid, .. } = item else {
@@ -193,87 +185,56 @@ impl LedgerWriter {
             };
             let pid = provider_id(&valid.tx);
             let key = (pid, valid.tx.provider_tx_id.as_str());
-            if let Some(&(seq, hash)) = stored.get(&(pid, valid.tx.provider_tx_id.clone())) {
-                decisions.push(if hash == valid.content_hash {
-                    Decision::DuplicateOf(Target::Stored(seq))
-                } else {
-                    Decision::ConflictWith(Target::Stored(seq))
-                });
+            if let Some(&first) = first_of.get(&key) {
+                decisions.push(Decision::SameKeyAs(first));
                 continue;
             }
-            if let Some(&first) = in_group.get(&key) {
-                let Item::Transaction { valid: first_valid, .. } = &items[first] else { unreachable!() };
-                decisions.push(if first_valid.content_hash == valid.content_hash {
-                    Decision::DuplicateOf(Target::InGroup(first))
-                } else {
-                    Decision::ConflictWith(Target::InGroup(first))
-                });
-                continue;
+            if is_reversal(valid) {
+                // A redelivered reversal is a duplicate, not a second reversal.
+                if let Some((seq, hash)) = lookup_key(&mut tx, pid, &valid.tx.provider_tx_id).await? {
+                    first_of.insert(key, index);
+                    decisions.push(Decision::Existing { seq, hash });
+                    continue;
+                }
+                match check_reversal(&mut tx, pid, index, items, &first_of, &mut originals).await? {
+                    Ok(original_kind) => reverses_of[index] = Some(original_kind),
+                    Err(rejection) => {
+                        decisions.push(Decision::Reject(rejection));
+                        continue;
+                    }
+                }
             }
-            if let Err(rejection) = check_reversal(&mut tx, pid, valid, &mut originals).await? {
-                decisions.push(Decision::Reject(rejection));
-                continue;
-            }
-            in_group.insert(key, index);
-            if valid.tx.kind.is_reversible() || valid.tx.kind == Kind::Deposit {
-                originals.insert(
-                    (pid, valid.tx.provider_tx_id.clone()),
-                    Original {
-                        kind: valid.tx.kind,
-                        account: valid.tx.account.clone(),
-                        currency: valid.tx.currency.to_string(),
-                        amount_minor: valid.amount_minor,
-                        reversed_minor: 0,
-                    },
-                );
-            }
-            decisions.push(Decision::Accept);
+            first_of.insert(key, index);
+            decisions.push(Decision::Insert);
         }
 
-        // Postings of accepted items, each checked before anything is written.
-        let mut legs: Vec<(usize, [Posting; 2])> = Vec::new();
-        for (index, decision) in decisions.iter().enumerate() {
-            let (Decision::Accept, Item::Transaction { valid, .. }) = (decision, &items[index]) else { continue };
-            let reverses = reverses_kind(valid, provider_id(&valid.tx), &originals);
-            let input = PostingInput {
-                provider: &valid.tx.provider,
-                account: &valid.tx.account,
-                kind: valid.tx.kind,
-                reverses,
-                amount_minor: valid.amount_minor,
-            };
-            let pair = postings(&input).map_err(|error| {
-                StoreError::Invariant(format!("{}/{}: {error}", valid.tx.provider, valid.tx.provider_tx_id))
-            })?;
-            check_balanced(&pair).map_err(|error| {
-                StoreError::Invariant(format!("{}/{}: {error}", valid.tx.provider, valid.tx.provider_tx_id))
-            })?;
-            legs.push((index, pair));
-        }
-        intern_accounts(&mut tx, account_ids, items, &legs).await?;
-
-        // Transactions.
-        let accepted: Vec<usize> = legs.iter().map(|(index, _)| *index).collect();
-        let mut seqs: HashMap<usize, i64> = HashMap::with_capacity(accepted.len());
-        for chunk in accepted.chunks(INSERT_ROWS_MAX) {
+        // Transactions, with seqs handed out here.
+        let mut next_seq: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM transactions")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut seqs: HashMap<usize, i64> = HashMap::with_capacity(items.len());
+        let candidates: Vec<usize> =
+            (0..items.len()).filter(|&index| matches!(decisions[index], Decision::Insert)).collect();
+        for chunk in candidates.chunks(INSERT_ROWS_MAX) {
             let sql = format!(
-                "INSERT INTO transactions (provider_id, provider_tx_id, kind, reverses_kind, account, game_id, round_id,
-                   session_id, currency, exponent, amount_minor, occurred_at_ns, received_at_ns, original_tx_id,
-                   raw_sha256, content_sha256) VALUES {} RETURNING seq, provider_id, provider_tx_id",
-                value_rows(16, chunk.len())
+                "INSERT INTO transactions (seq, provider_id, provider_tx_id, kind, reverses_kind, account, game_id,
+                   round_id, session_id, currency, exponent, amount_minor, occurred_at_ns, received_at_ns,
+                   original_tx_id, raw_sha256, content_sha256) VALUES {}
+                 ON CONFLICT (provider_id, provider_tx_id) DO NOTHING",
+                value_rows(dialect, 17, chunk.len())
             );
             let mut query = sqlx::query(&sql);
-            let mut position: HashMap<(i64, &str), usize> = HashMap::with_capacity(chunk.len());
             for &index in chunk {
-                let Item::Transaction { valid, .. } = &items[index] else { unreachable!() };
+                let valid = transaction(items, index);
                 let tx_ = &valid.tx;
-                let pid = provider_id(tx_);
-                position.insert((pid, tx_.provider_tx_id.as_str()), index);
+                next_seq += 1;
+                seqs.insert(index, next_seq);
                 query = query
-                    .bind(pid)
+                    .bind(next_seq)
+                    .bind(provider_id(tx_))
                     .bind(tx_.provider_tx_id.as_str())
                     .bind(tx_.kind.as_str())
-                    .bind(reverses_kind(valid, pid, &originals).map(Kind::as_str))
+                    .bind(reverses_of[index].map(Kind::as_str))
                     .bind(tx_.account.as_str())
                     .bind(tx_.game_id.as_deref())
                     .bind(tx_.round_id.as_deref())
@@ -287,26 +248,57 @@ impl LedgerWriter {
                     .bind(tx_.raw_sha256.to_vec())
                     .bind(valid.content_hash.to_vec());
             }
-            for row in query.fetch_all(&mut *tx).await? {
-                let pid: i64 = row.try_get(1)?;
-                let tx_id: String = row.try_get(2)?;
-                let index = position
-                    .get(&(pid, tx_id.as_str()))
-                    .ok_or_else(|| StoreError::Invariant(format!("insert returned an unknown key {tx_id}")))?;
-                seqs.insert(*index, row.try_get(0)?);
+            let inserted = query.execute(&mut *tx).await?.rows_affected();
+            if inserted < chunk.len() as u64 {
+                // Some keys were stored already: a replay or a conflicting redelivery.
+                let stored = lookup_keys(
+                    &mut tx,
+                    dialect,
+                    chunk.iter().map(|&index| {
+                        let valid = transaction(items, index);
+                        (provider_id(&valid.tx), valid.tx.provider_tx_id.as_str())
+                    }),
+                )
+                .await?;
+                for &index in chunk {
+                    let valid = transaction(items, index);
+                    let key = (provider_id(&valid.tx), valid.tx.provider_tx_id.clone());
+                    let &(seq, hash) = stored
+                        .get(&key)
+                        .ok_or_else(|| StoreError::Invariant(format!("{} is neither inserted nor stored", key.1)))?;
+                    if seq != seqs[&index] {
+                        seqs.remove(&index);
+                        decisions[index] = Decision::Existing { seq, hash };
+                    }
+                }
             }
         }
-        if seqs.len() != accepted.len() {
-            return Err(StoreError::Invariant(format!("inserted {} of {} transactions", seqs.len(), accepted.len())));
-        }
 
-        // Postings and balances.
+        // Postings of what was inserted, each pair checked before anything is written.
+        let mut legs: Vec<(usize, [Posting; 2])> = Vec::with_capacity(seqs.len());
+        for index in (0..items.len()).filter(|index| seqs.contains_key(index)) {
+            let valid = transaction(items, index);
+            let input = PostingInput {
+                provider: &valid.tx.provider,
+                account: &valid.tx.account,
+                kind: valid.tx.kind,
+                reverses: reverses_of[index],
+                amount_minor: valid.amount_minor,
+            };
+            let invariant = |error: String| {
+                StoreError::Invariant(format!("{}/{}: {error}", valid.tx.provider, valid.tx.provider_tx_id))
+            };
+            let pair = postings(&input).map_err(|error| invariant(error.to_string()))?;
+            check_balanced(&pair).map_err(|error| invariant(error.to_string()))?;
+            legs.push((index, pair));
+        }
+        intern_accounts(&mut tx, dialect, account_ids, items, &legs).await?;
         let mut deltas: HashMap<i64, i64> = HashMap::new();
         let mut rows: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(legs.len() * 2);
         for (index, pair) in &legs {
-            let Item::Transaction { valid, .. } = &items[*index] else { unreachable!() };
+            let currency = transaction(items, *index).tx.currency;
             for (leg, posting) in pair.iter().enumerate() {
-                let account_id = account_ids[&(posting.account.name(), valid.tx.currency)];
+                let account_id = account_ids[&(posting.account.name(), currency)];
                 rows.push((seqs[index], leg as i64, account_id, posting.amount_minor));
                 let delta = deltas.entry(account_id).or_default();
                 *delta = delta
@@ -317,7 +309,7 @@ impl LedgerWriter {
         for chunk in rows.chunks(INSERT_ROWS_MAX * 4) {
             let sql = format!(
                 "INSERT INTO postings (tx_seq, leg, ledger_account_id, amount_minor) VALUES {}",
-                value_rows(4, chunk.len())
+                value_rows(dialect, 4, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for &(seq, leg, account, amount) in chunk {
@@ -331,7 +323,7 @@ impl LedgerWriter {
             let sql = format!(
                 "INSERT INTO balances (ledger_account_id, balance_minor) VALUES {}
                  ON CONFLICT (ledger_account_id) DO UPDATE SET balance_minor = balances.balance_minor + excluded.balance_minor",
-                value_rows(2, chunk.len())
+                value_rows(dialect, 2, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for &(account, delta) in chunk {
@@ -340,38 +332,31 @@ impl LedgerWriter {
             query.execute(&mut *tx).await?;
         }
 
-        // Outcomes, conflicts and dead letters.
-        let seq_of = |target: Target| match target {
-            Target::Stored(seq) => seq,
-            Target::InGroup(index) => seqs[&index],
-        };
+        // Outcomes; conflicts and dead letters are written with them.
         let mut outcomes = Vec::with_capacity(items.len());
-        for (index, decision) in decisions.into_iter().enumerate() {
-            let outcome = match (decision, &items[index]) {
-                (Decision::Accept, _) => Outcome::Accepted { seq: seqs[&index] },
-                (Decision::DuplicateOf(target), _) => Outcome::Duplicate { seq: seq_of(target) },
-                (Decision::ConflictWith(target), Item::Transaction { valid, origin }) => {
-                    let original_seq = seq_of(target);
-                    sqlx::query(
-                        "INSERT INTO conflicts (provider_id, provider_tx_id, original_seq, content_sha256, detail,
-                           source, record, raw, received_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                         ON CONFLICT (provider_id, provider_tx_id, content_sha256) DO NOTHING",
-                    )
-                    .bind(provider_id(&valid.tx))
-                    .bind(valid.tx.provider_tx_id.as_str())
-                    .bind(original_seq)
-                    .bind(valid.content_hash.to_vec())
-                    .bind(conflict_detail(valid))
-                    .bind(&*origin.source)
-                    .bind(origin.record as i64)
-                    .bind(origin.raw.as_slice())
-                    .bind(nanos(valid.tx.received_at)?)
-                    .execute(&mut *tx)
-                    .await?;
-                    Outcome::Conflict { original_seq }
+        for index in 0..items.len() {
+            let stored_version = |first: usize| match (&decisions[first], seqs.get(&first)) {
+                (_, Some(&seq)) => (seq, transaction(items, first).content_hash),
+                (Decision::Existing { seq, hash }, None) => (*seq, *hash),
+                _ => unreachable!("a first occurrence is inserted or stored"),
+            };
+            let outcome = match (&decisions[index], &items[index]) {
+                (Decision::Insert, _) => Outcome::Accepted { seq: seqs[&index] },
+                (Decision::Existing { .. } | Decision::SameKeyAs(_), Item::Transaction { valid, origin }) => {
+                    let first = match decisions[index] {
+                        Decision::SameKeyAs(first) => first,
+                        _ => index,
+                    };
+                    let (seq, hash) = stored_version(first);
+                    if hash == valid.content_hash {
+                        Outcome::Duplicate { seq }
+                    } else {
+                        insert_conflict(&mut tx, provider_id(&valid.tx), seq, valid, origin).await?;
+                        Outcome::Conflict { original_seq: seq }
+                    }
                 }
                 (Decision::Reject(rejection), Item::Transaction { valid, origin }) => {
-                    insert_dead_letter(&mut tx, &valid.tx.provider, Unit::Record, origin, &rejection, now_ns).await?;
+                    insert_dead_letter(&mut tx, &valid.tx.provider, Unit::Record, origin, rejection, now_ns).await?;
                     Outcome::Rejected { code: rejection.code }
                 }
                 (Decision::DeadLetter, Item::Rejected { provider, unit, origin, rejection }) => {
@@ -387,20 +372,114 @@ impl LedgerWriter {
     }
 }
 
-/// For a rollback or a chargeback naming its original: the original must exist (stored
-/// or earlier in this group), be of a reversible kind, in the same currency and account,
-/// and all reversals of it together may not exceed it.
+fn transaction(items: &[Item], index: usize) -> &ValidTransaction {
+    match &items[index] {
+        Item::Transaction { valid, .. } => valid,
+        Item::Rejected { .. } => unreachable!("only transactions are indexed here"),
+    }
+}
+
+fn is_reversal(valid: &ValidTransaction) -> bool {
+    reversible_by(valid.tx.kind).is_some() && valid.tx.original_tx_id.is_some()
+}
+
+async fn lookup_key(tx: &mut sqlx::AnyConnection, pid: i64, provider_tx_id: &str) -> Result<Option<(i64, [u8; 32])>> {
+    let row =
+        sqlx::query("SELECT seq, content_sha256 FROM transactions WHERE provider_id = $1 AND provider_tx_id = $2")
+            .bind(pid)
+            .bind(provider_tx_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    row.map(|row| Ok((row.try_get(0)?, hash32(row.try_get(1)?)?))).transpose()
+}
+
+/// Seq and content hash of those of `keys` that are stored.
+async fn lookup_keys<'k>(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    keys: impl Iterator<Item = (i64, &'k str)>,
+) -> Result<HashMap<(i64, String), (i64, [u8; 32])>> {
+    let mut by_provider: HashMap<i64, Vec<&str>> = HashMap::new();
+    for (pid, key) in keys {
+        by_provider.entry(pid).or_default().push(key);
+    }
+    let mut stored = HashMap::new();
+    for (pid, keys) in by_provider {
+        for chunk in keys.chunks(LOOKUP_KEYS_MAX) {
+            let sql = format!(
+                "SELECT provider_tx_id, seq, content_sha256 FROM transactions
+                 WHERE provider_id = {} AND provider_tx_id IN ({})",
+                placeholders(dialect, 1, 1),
+                placeholders(dialect, 2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(pid);
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                stored.insert((pid, row.try_get(0)?), (row.try_get(1)?, hash32(row.try_get(2)?)?));
+            }
+        }
+    }
+    Ok(stored)
+}
+
+async fn insert_conflict(
+    tx: &mut sqlx::AnyConnection,
+    pid: i64,
+    original_seq: i64,
+    valid: &ValidTransaction,
+    origin: &Origin,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO conflicts (provider_id, provider_tx_id, original_seq, content_sha256, detail,
+           source, record, raw, received_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (provider_id, provider_tx_id, content_sha256) DO NOTHING",
+    )
+    .bind(pid)
+    .bind(valid.tx.provider_tx_id.as_str())
+    .bind(original_seq)
+    .bind(valid.content_hash.to_vec())
+    .bind(conflict_detail(valid))
+    .bind(&*origin.source)
+    .bind(origin.record as i64)
+    .bind(origin.raw.as_slice())
+    .bind(nanos(valid.tx.received_at)?)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// For a reversal: its original must exist (in the ledger, or earlier in this group), be of
+/// a kind this reversal may reverse, in the same currency and account, and all reversals
+/// of it together may not exceed it. Returns the original's kind.
 async fn check_reversal(
     tx: &mut sqlx::AnyConnection,
     pid: i64,
-    valid: &ValidTransaction,
+    index: usize,
+    items: &[Item],
+    first_of: &HashMap<(i64, &str), usize>,
     originals: &mut HashMap<(i64, String), Original>,
-) -> Result<Result<(), Rejection>> {
-    let Some(allowed) = reversible_by(valid.tx.kind) else { return Ok(Ok(())) };
-    let Some(original_id) = valid.tx.original_tx_id.as_deref() else { return Ok(Ok(())) };
+) -> Result<Result<Kind, Rejection>> {
+    let valid = transaction(items, index);
+    let allowed = reversible_by(valid.tx.kind).expect("a reversal");
+    let original_id = valid.tx.original_tx_id.as_deref().expect("a reversal names its original");
     let key = (pid, original_id.to_string());
     if !originals.contains_key(&key) {
-        match load_original(tx, pid, original_id).await? {
+        let original = match load_original(tx, pid, original_id).await? {
+            Some(original) => Some(original),
+            None => first_of.get(&(pid, original_id)).map(|&first| {
+                let earlier = transaction(items, first);
+                Original {
+                    kind: earlier.tx.kind,
+                    account: earlier.tx.account.clone(),
+                    currency: earlier.tx.currency.to_string(),
+                    amount_minor: earlier.amount_minor,
+                    reversed_minor: 0,
+                }
+            }),
+        };
+        match original {
             Some(original) => {
                 originals.insert(key.clone(), original);
             }
@@ -431,11 +510,10 @@ async fn check_reversal(
             ),
         )));
     }
-    let reversed = original.reversed_minor.checked_add(valid.amount_minor);
-    Ok(match reversed {
+    Ok(match original.reversed_minor.checked_add(valid.amount_minor) {
         Some(total) if total <= original.amount_minor => {
             original.reversed_minor = total;
-            Ok(())
+            Ok(original.kind)
         }
         _ => Err(Rejection::field(
             ErrorCode::RollbackExceedsOriginal,
@@ -452,37 +530,65 @@ async fn check_reversal(
 
 async fn intern_accounts(
     tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
     account_ids: &mut HashMap<(String, CurrencyCode), i64>,
     items: &[Item],
     legs: &[(usize, [Posting; 2])],
 ) -> Result<()> {
-    let mut missing: Vec<(String, CurrencyCode)> = Vec::new();
+    let mut missing: HashSet<(String, CurrencyCode)> = HashSet::new();
     for (index, pair) in legs {
         let Item::Transaction { valid, .. } = &items[*index] else { unreachable!() };
         for posting in pair {
             let key = (posting.account.name(), valid.tx.currency);
-            if !account_ids.contains_key(&key) && !missing.contains(&key) {
-                missing.push(key);
+            if !account_ids.contains_key(&key) {
+                missing.insert(key);
             }
         }
     }
+    let mut missing: Vec<(String, CurrencyCode)> = missing.into_iter().collect();
+    missing.sort_unstable();
     if account_ids.len() + missing.len() > ACCOUNT_CACHE_MAX {
         account_ids.clear();
     }
-    for chunk in missing.chunks(INSERT_ROWS_MAX) {
-        let sql = format!(
-            "INSERT INTO ledger_accounts (name, currency) VALUES {}
-             ON CONFLICT (name, currency) DO UPDATE SET name = excluded.name RETURNING id, name, currency",
-            value_rows(2, chunk.len())
-        );
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // Accounts created by an earlier run (or evicted from the cache) are looked up ...
+    let mut by_currency: HashMap<CurrencyCode, Vec<&str>> = HashMap::new();
+    for (name, currency) in &missing {
+        by_currency.entry(*currency).or_default().push(name);
+    }
+    for (currency, names) in by_currency {
+        for chunk in names.chunks(LOOKUP_KEYS_MAX) {
+            let sql = format!(
+                "SELECT id, name FROM ledger_accounts WHERE currency = {} AND name IN ({})",
+                placeholders(dialect, 1, 1),
+                placeholders(dialect, 2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(currency.as_str());
+            for name in chunk {
+                query = query.bind(*name);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                account_ids.insert((row.try_get(1)?, currency), row.try_get(0)?);
+            }
+        }
+    }
+    // ... and the new ones get ids here (the write lock is held).
+    let new: Vec<&(String, CurrencyCode)> = missing.iter().filter(|key| !account_ids.contains_key(*key)).collect();
+    let mut next_id: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM ledger_accounts")
+        .fetch_one(&mut *tx)
+        .await?;
+    for chunk in new.chunks(INSERT_ROWS_MAX) {
+        let sql =
+            format!("INSERT INTO ledger_accounts (id, name, currency) VALUES {}", value_rows(dialect, 3, chunk.len()));
         let mut query = sqlx::query(&sql);
-        for (name, currency) in chunk {
-            query = query.bind(name.as_str()).bind(currency.as_str());
+        for (name, currency) in chunk.iter().copied() {
+            next_id += 1;
+            account_ids.insert((name.clone(), *currency), next_id);
+            query = query.bind(next_id).bind(name.as_str()).bind(currency.as_str());
         }
-        for row in query.fetch_all(&mut *tx).await? {
-            let currency = super::currency(&row.try_get::<String, _>(2)?)?;
-            account_ids.insert((row.try_get(1)?, currency), row.try_get(0)?);
-        }
+        query.execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -508,12 +614,6 @@ async fn load_original(tx: &mut sqlx::AnyConnection, pid: i64, original_id: &str
         })
     })
     .transpose()
-}
-
-fn reverses_kind(valid: &ValidTransaction, pid: i64, originals: &HashMap<(i64, String), Original>) -> Option<Kind> {
-    reversible_by(valid.tx.kind)?;
-    let original_id = valid.tx.original_tx_id.as_ref()?;
-    originals.get(&(pid, original_id.clone())).map(|original| original.kind)
 }
 
 async fn insert_dead_letter(
@@ -565,28 +665,35 @@ fn conflict_detail(valid: &ValidTransaction) -> String {
     .to_string()
 }
 
-/// `$start, $start+1, ...` for `count` parameters.
-fn placeholders(start: usize, count: usize) -> String {
-    let mut sql = String::with_capacity(count * 6);
+/// `count` bound parameters. PostgreSQL numbers them (`$start, $start+1, ...`); SQLite gets
+/// anonymous `?`, because it resolves every named parameter by a linear scan, which makes a
+/// multi-row statement with thousands of `$N` quadratic.
+fn placeholders(dialect: Dialect, start: usize, count: usize) -> String {
+    let mut sql = String::with_capacity(count * 7);
     for i in 0..count {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push('$');
-        sql.push_str(&(start + i).to_string());
+        match dialect {
+            Dialect::Sqlite => sql.push('?'),
+            Dialect::Postgres => {
+                sql.push('$');
+                sql.push_str(&(start + i).to_string());
+            }
+        }
     }
     sql
 }
 
 /// `($1, $2), ($3, $4), ...`: `rows` rows of `columns` parameters.
-fn value_rows(columns: usize, rows: usize) -> String {
+pub(super) fn value_rows(dialect: Dialect, columns: usize, rows: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 7);
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(&placeholders(1 + row * columns, columns));
+        sql.push_str(&placeholders(dialect, 1 + row * columns, columns));
         sql.push(')');
     }
     sql
@@ -598,7 +705,8 @@ mod tests {
 
     #[test]
     fn builds_numbered_rows() {
-        assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(value_rows(Dialect::Postgres, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(placeholders(Dialect::Postgres, 2, 3), "$2, $3, $4");
+        assert_eq!(value_rows(Dialect::Sqlite, 2, 2), "(?, ?), (?, ?)");
     }
 }

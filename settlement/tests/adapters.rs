@@ -151,7 +151,7 @@ fn cases(adapter: &str) -> Vec<Case> {
     inputs.iter().map(|input| Case::load(input)).collect()
 }
 
-const ADAPTERS: &[&str] = &["json_webhook", "csv_settlement"];
+const ADAPTERS: &[&str] = &["json_webhook", "csv_settlement", "fixed_width"];
 
 /// Decodes a case and compares with its `.out`; returns a description of the difference.
 fn check(case: &Case) -> Option<String> {
@@ -295,7 +295,8 @@ fn check_arbitrary(adapter: &str, case: &str, bytes: Vec<u8>) {
     }
 }
 
-const PROPERTY_FIXTURES: &[(&str, &str)] = &[("json_webhook", "batch"), ("csv_settlement", "basic")];
+const PROPERTY_FIXTURES: &[(&str, &str)] =
+    &[("json_webhook", "batch"), ("csv_settlement", "basic"), ("fixed_width", "valid")];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]

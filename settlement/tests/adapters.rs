@@ -327,3 +327,123 @@ proptest! {
         assert_compliant("request", &provider, &source, Arrival::Request { headers });
     }
 }
+
+// ---- The demo's example configuration and payloads.
+
+/// Decodes a file with a provider's adapter; returns (ok units, the codes of err units).
+fn count_units(provider: &Provider, path: &Path) -> (usize, Vec<ErrorCode>) {
+    let source = FileSource { name: path.display().to_string(), path: path.to_path_buf() };
+    let outcome = decode(provider, &source, Arrival::File);
+    assert!(outcome.result.is_ok(), "{}: {:?}", path.display(), outcome.result);
+    assert_compliant(&path.display().to_string(), provider, &source, Arrival::File);
+    let ok = outcome.units.iter().filter(|unit| unit.result.is_ok()).count();
+    let errors = outcome.units.iter().filter_map(|unit| unit.result.as_ref().err().map(|rejection| rejection.code));
+    (ok, errors.collect())
+}
+
+#[test]
+fn examples_decode() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let config = Config::load(&examples.join("settlewatch.toml")).unwrap();
+    assert_eq!(config.store.url, "sqlite:settlewatch-demo.db");
+    let providers = config.providers().unwrap();
+    let by_name = |name: &str| providers.iter().find(|provider| provider.name == name).unwrap();
+    // 5 transactions in 3 good deliveries; a delivery whose body was altered; an amount in tenths of a cent.
+    assert_eq!(
+        count_units(by_name("evo-live"), &examples.join("evo-live/payloads.jsonl")),
+        (5, vec![ErrorCode::BadSignature, ErrorCode::InvalidAmount])
+    );
+    // Deposits, a withdrawal, a fee and a chargeback; one amount not in minor units.
+    assert_eq!(
+        count_units(by_name("payfast"), &examples.join("payfast/2026-11-24.csv")),
+        (5, vec![ErrorCode::InvalidAmount])
+    );
+    assert_eq!(count_units(by_name("legacybank"), &examples.join("legacybank/BATCH0001.DAT")), (4, vec![]));
+}
+
+// ---- Configurations that cannot build their adapter fail clearly.
+
+fn config_error(adapter_toml: &str) -> String {
+    let text = format!("[[providers]]\nname = \"p\"\n\n[providers.adapter]\n{adapter_toml}");
+    match Config::parse(&text).and_then(|config| config.providers()) {
+        Ok(_) => panic!("expected a configuration error for:\n{adapter_toml}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+const JSON_BASE: &str = "type = \"json_webhook\"\nsigning_secret = \"s\"\n";
+const CSV_COLUMNS: &str = "[providers.adapter.columns]\nid = \"id\"\nkind = \"kind\"\naccount = \"account\"\n\
+                           amount = \"amount\"\noccurred_at = \"at\"\n";
+const FIXED_LAYOUT: &str = "record_type = { start_chars = 0, width_chars = 1 }\n\
+    [providers.adapter.header]\ncurrency = { start_chars = 1, width_chars = 3 }\n\
+    [providers.adapter.detail]\nid = { start_chars = 1, width_chars = 5 }\naccount = { start_chars = 6, width_chars = 4 }\n\
+    kind = { start_chars = 10, width_chars = 3 }\namount_minor = { start_chars = 13, width_chars = 10 }\n\
+    occurred_at = { start_chars = 23, width_chars = 14 }\n\
+    [providers.adapter.trailer]\nrecord_count = { start_chars = 1, width_chars = 8 }\n\
+    control_total_minor = { start_chars = 9, width_chars = 12 }\n";
+
+#[test]
+fn bad_configurations_are_rejected_with_the_reason() {
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{JSON_BASE}[providers.adapter.kinds]\nDEBIT = \"debit\"\n"), "maps to unknown kind \"debit\""),
+        (format!("{JSON_BASE}[providers.adapter.kinds]\n"), "the vocabulary is empty"),
+        ("type = \"json_webhook\"\n[providers.adapter.kinds]\nD = \"bet\"\n".into(), "no signing secret"),
+        (
+            "type = \"json_webhook\"\nsigning_secret_env = \"SETTLEWATCH_TEST_SECRET_THAT_IS_NOT_SET\"\n\
+             [providers.adapter.kinds]\nD = \"bet\"\n"
+                .into(),
+            "environment variable SETTLEWATCH_TEST_SECRET_THAT_IS_NOT_SET is not set",
+        ),
+        (
+            format!("{JSON_BASE}signing_secret_env = \"X\"\n[providers.adapter.kinds]\nD = \"bet\"\n"),
+            "set signing_secret or signing_secret_env, not both",
+        ),
+        (format!("{JSON_BASE}[providers.adapter.fields]\namount = \"money..amount\"\n[providers.adapter.kinds]\nD = \"bet\"\n"), "fields.amount"),
+        (format!("{JSON_BASE}currency = \"XXX\"\n[providers.adapter.kinds]\nD = \"bet\"\n"), "\"XXX\" is not a known currency"),
+        (format!("{JSON_BASE}colour = \"red\"\n[providers.adapter.kinds]\nD = \"bet\"\n"), "unknown field `colour`"),
+        (format!("type = \"csv_settlement\"\n{CSV_COLUMNS}[providers.adapter.kinds]\nD = \"deposit\"\n"), "no currency"),
+        (
+            format!("type = \"csv_settlement\"\ncurrency = \"USD\"\ndelimiter = \"\u{e9}\"\n{CSV_COLUMNS}[providers.adapter.kinds]\nD = \"deposit\"\n"),
+            "delimiter",
+        ),
+        (
+            format!("type = \"csv_settlement\"\ncurrency = \"USD\"\ntimestamp_format = \"%Y-%Q\"\n{CSV_COLUMNS}[providers.adapter.kinds]\nD = \"deposit\"\n"),
+            "timestamp_format",
+        ),
+        (
+            format!("type = \"csv_settlement\"\ncurrency = \"USD\"\n{CSV_COLUMNS}game = \"id\"\n[providers.adapter.kinds]\nD = \"deposit\"\n"),
+            "both name column \"id\"",
+        ),
+        (format!("type = \"fixed_width\"\n{FIXED_LAYOUT}[providers.adapter.kinds]\nD = \"deposit\"\n"), ""),
+        (
+            format!("type = \"fixed_width\"\n{}[providers.adapter.kinds]\nD = \"deposit\"\n", FIXED_LAYOUT.replace("width_chars = 10", "width_chars = 11")),
+            "detail.occurred_at overlaps detail.amount_minor",
+        ),
+        (
+            format!("type = \"fixed_width\"\n{}[providers.adapter.kinds]\nD = \"deposit\"\n", FIXED_LAYOUT.replace("width_chars = 5", "width_chars = 0")),
+            "detail.id: width_chars is 0",
+        ),
+        (
+            format!("type = \"fixed_width\"\n{}[providers.adapter.kinds]\nD = \"deposit\"\n", FIXED_LAYOUT.replace("start_chars = 1, width_chars = 3", "start_chars = 0, width_chars = 3")),
+            "header.currency overlaps header.record_type",
+        ),
+        (
+            format!("type = \"fixed_width\"\ndetail_code = \"DD\"\n{FIXED_LAYOUT}[providers.adapter.kinds]\nD = \"deposit\"\n"),
+            "detail_code: \"DD\" must be 1 characters",
+        ),
+        (
+            format!("type = \"fixed_width\"\ncurrency = \"GBP\"\n{FIXED_LAYOUT}[providers.adapter.kinds]\nD = \"deposit\"\n"),
+            "set header.currency or currency, not both",
+        ),
+    ];
+    for (adapter_toml, expected) in cases {
+        if expected.is_empty() {
+            // The valid base layout builds.
+            let text = format!("[[providers]]\nname = \"p\"\n\n[providers.adapter]\n{adapter_toml}");
+            Config::parse(&text).and_then(|config| config.providers()).unwrap();
+            continue;
+        }
+        let error = config_error(&adapter_toml);
+        assert!(error.contains(expected), "expected {expected:?} in the error for\n{adapter_toml}\ngot: {error}");
+    }
+}

@@ -447,3 +447,33 @@ fn bad_configurations_are_rejected_with_the_reason() {
         assert!(error.contains(expected), "expected {expected:?} in the error for\n{adapter_toml}\ngot: {error}");
     }
 }
+
+/// A record over `RECORD_BYTES_MAX` is one `malformed_record` unit; the next record is read.
+/// (Fixed width: an unreadable line is not counted as a detail in pass 1, so the trailer
+/// of the valid fixture still matches and the line is dead-lettered alone.)
+#[test]
+fn oversized_records_are_rejected_alone() {
+    let huge = "x".repeat(settlement::adapters::RECORD_BYTES_MAX + 10);
+    let (csv, _) = fixture("csv_settlement", "basic");
+    let csv_input = format!(
+        "txn_id,txn_type,merchant_account,currency,amount_minor,settled_at,ref_txn_id\n\
+         {huge},DEP,a,KRW,1,2026-11-24 09:00:00,\nOK1,DEP,a,KRW,1,2026-11-24 09:00:00,\n"
+    );
+    let (fixed, valid) = fixture("fixed_width", "valid");
+    let valid = String::from_utf8(valid).unwrap();
+    let mut fixed_lines: Vec<&str> = valid.lines().collect();
+    let oversized_detail = format!("D{huge}");
+    fixed_lines.insert(1, &oversized_detail);
+    let fixed_input = fixed_lines.join("\n");
+    for (name, provider, input, ok_expected) in [("csv", &csv, csv_input, 1), ("fixed_width", &fixed, fixed_input, 5)] {
+        let source = BytesSource { name: name.into(), bytes: input.into_bytes() };
+        let outcome = decode(provider, &source, Arrival::File);
+        assert_compliant(name, provider, &source, Arrival::File);
+        let first = outcome.units.first().unwrap_or_else(|| panic!("{name}: {:?}", outcome.result));
+        assert_eq!(first.record, 2, "{name}");
+        assert_eq!(first.result.as_ref().unwrap_err().code, ErrorCode::MalformedRecord, "{name}");
+        assert!(first.raw.len() <= settlement::adapters::RECORD_BYTES_MAX + 1, "{name}: raw is bounded");
+        let ok = outcome.units.iter().filter(|unit| unit.result.is_ok()).count();
+        assert_eq!(ok, ok_expected, "{name}: {}", render(&outcome));
+    }
+}

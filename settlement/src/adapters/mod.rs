@@ -15,6 +15,7 @@ use crate::money::Currencies;
 use crate::rejection::Rejection;
 
 pub mod csv_settlement;
+pub mod fields;
 pub mod fixed_width;
 pub mod json_webhook;
 

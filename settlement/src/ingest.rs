@@ -26,13 +26,13 @@ use crate::store::{
 use crate::validate::{validate, Rules};
 
 /// Items written in one database transaction at most.
-pub const GROUP_ITEMS_MAX: usize = 20_000;
+pub const GROUP_ITEMS_MAX: usize = 32_768;
 /// Items a reader hands to the committer at once.
-pub const CHUNK_ITEMS_MAX: usize = 2_000;
+pub const CHUNK_ITEMS_MAX: usize = 4_096;
 /// Commit requests waiting for the writer.
 pub const COMMIT_QUEUE_MAX: usize = 64;
 /// Chunks of one payload waiting for their commit.
-pub const IN_FLIGHT_CHUNKS_MAX: usize = 4;
+pub const IN_FLIGHT_CHUNKS_MAX: usize = 8;
 /// A payload rejected as a whole is kept in the dead-letter store up to this size.
 pub const PAYLOAD_DEAD_LETTER_BYTES_MAX: u64 = 64 * 1024 * 1024;
 

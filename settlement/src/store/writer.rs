@@ -177,7 +177,27 @@ impl LedgerWriter {
         let mut decisions: Vec<Decision> = Vec::with_capacity(items.len());
         let mut reverses_of: Vec<Option<Kind>> = vec![None; items.len()];
         let mut first_of: HashMap<(i64, &str), usize> = HashMap::with_capacity(items.len());
-        let mut originals: HashMap<(i64, String), Original> = HashMap::new();
+        // What reversals need from the ledger, read up front in a few queries: whether the
+        // reversal itself is stored already, and the originals it names.
+        let reversals: Vec<&ValidTransaction> = items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Transaction { valid, .. } if is_reversal(valid) => Some(valid),
+                _ => None,
+            })
+            .collect();
+        let stored_reversals = lookup_keys(
+            &mut tx,
+            dialect,
+            reversals.iter().map(|valid| (provider_id(&valid.tx), valid.tx.provider_tx_id.as_str())),
+        )
+        .await?;
+        let mut originals = load_originals(
+            &mut tx,
+            dialect,
+            reversals.iter().filter_map(|valid| Some((provider_id(&valid.tx), valid.tx.original_tx_id.as_deref()?))),
+        )
+        .await?;
         for (index, item) in items.iter().enumerate() {
             let Item::Transaction { valid, .. } = item else {
                 decisions.push(Decision::DeadLetter);
@@ -191,12 +211,12 @@ impl LedgerWriter {
             }
             if is_reversal(valid) {
                 // A redelivered reversal is a duplicate, not a second reversal.
-                if let Some((seq, hash)) = lookup_key(&mut tx, pid, &valid.tx.provider_tx_id).await? {
+                if let Some(&(seq, hash)) = stored_reversals.get(&(pid, valid.tx.provider_tx_id.clone())) {
                     first_of.insert(key, index);
                     decisions.push(Decision::Existing { seq, hash });
                     continue;
                 }
-                match check_reversal(&mut tx, pid, index, items, &first_of, &mut originals).await? {
+                match check_reversal(pid, index, items, &first_of, &mut originals) {
                     Ok(original_kind) => reverses_of[index] = Some(original_kind),
                     Err(rejection) => {
                         decisions.push(Decision::Reject(rejection));
@@ -383,16 +403,6 @@ fn is_reversal(valid: &ValidTransaction) -> bool {
     reversible_by(valid.tx.kind).is_some() && valid.tx.original_tx_id.is_some()
 }
 
-async fn lookup_key(tx: &mut sqlx::AnyConnection, pid: i64, provider_tx_id: &str) -> Result<Option<(i64, [u8; 32])>> {
-    let row =
-        sqlx::query("SELECT seq, content_sha256 FROM transactions WHERE provider_id = $1 AND provider_tx_id = $2")
-            .bind(pid)
-            .bind(provider_tx_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    row.map(|row| Ok((row.try_get(0)?, hash32(row.try_get(1)?)?))).transpose()
-}
-
 /// Seq and content hash of those of `keys` that are stored.
 async fn lookup_keys<'k>(
     tx: &mut sqlx::AnyConnection,
@@ -452,65 +462,62 @@ async fn insert_conflict(
 
 /// For a reversal: its original must exist (in the ledger, or earlier in this group), be of
 /// a kind this reversal may reverse, in the same currency and account, and all reversals
-/// of it together may not exceed it. Returns the original's kind.
-async fn check_reversal(
-    tx: &mut sqlx::AnyConnection,
+/// of it together may not exceed it. Returns the original's kind. `originals` holds the
+/// stored originals (with what was reversed of them) and is kept up to date here.
+fn check_reversal(
     pid: i64,
     index: usize,
     items: &[Item],
     first_of: &HashMap<(i64, &str), usize>,
     originals: &mut HashMap<(i64, String), Original>,
-) -> Result<Result<Kind, Rejection>> {
+) -> Result<Kind, Rejection> {
     let valid = transaction(items, index);
     let allowed = reversible_by(valid.tx.kind).expect("a reversal");
     let original_id = valid.tx.original_tx_id.as_deref().expect("a reversal names its original");
     let key = (pid, original_id.to_string());
     if !originals.contains_key(&key) {
-        let original = match load_original(tx, pid, original_id).await? {
-            Some(original) => Some(original),
-            None => first_of.get(&(pid, original_id)).map(|&first| {
-                let earlier = transaction(items, first);
-                Original {
-                    kind: earlier.tx.kind,
-                    account: earlier.tx.account.clone(),
-                    currency: earlier.tx.currency.to_string(),
-                    amount_minor: earlier.amount_minor,
-                    reversed_minor: 0,
-                }
-            }),
-        };
+        let original = first_of.get(&(pid, original_id)).map(|&first| {
+            let earlier = transaction(items, first);
+            Original {
+                kind: earlier.tx.kind,
+                account: earlier.tx.account.clone(),
+                currency: earlier.tx.currency.to_string(),
+                amount_minor: earlier.amount_minor,
+                reversed_minor: 0,
+            }
+        });
         match original {
             Some(original) => {
                 originals.insert(key.clone(), original);
             }
             None => {
-                return Ok(Err(Rejection::field(
+                return Err(Rejection::field(
                     ErrorCode::RollbackUnknownOriginal,
                     "original_tx_id",
                     format!("{} names {original_id}, which is not in the ledger", valid.tx.kind),
-                )))
+                ))
             }
         }
     }
     let original = originals.get_mut(&key).expect("inserted above");
     if !allowed(original.kind) {
-        return Ok(Err(Rejection::field(
+        return Err(Rejection::field(
             ErrorCode::RollbackMismatch,
             "original_tx_id",
             format!("a {} cannot reverse {original_id}, a {}", valid.tx.kind, original.kind),
-        )));
+        ));
     }
     if original.currency != valid.tx.currency.as_str() || original.account != valid.tx.account {
-        return Ok(Err(Rejection::field(
+        return Err(Rejection::field(
             ErrorCode::RollbackMismatch,
             "original_tx_id",
             format!(
                 "{original_id} is {} {} on account {}, the {} is {} on account {}",
                 original.kind, original.currency, original.account, valid.tx.kind, valid.tx.currency, valid.tx.account
             ),
-        )));
+        ));
     }
-    Ok(match original.reversed_minor.checked_add(valid.amount_minor) {
+    match original.reversed_minor.checked_add(valid.amount_minor) {
         Some(total) if total <= original.amount_minor => {
             original.reversed_minor = total;
             Ok(original.kind)
@@ -525,7 +532,7 @@ async fn check_reversal(
                 format_minor(original.reversed_minor, valid.exponent),
             ),
         )),
-    })
+    }
 }
 
 async fn intern_accounts(
@@ -593,27 +600,48 @@ async fn intern_accounts(
     Ok(())
 }
 
-async fn load_original(tx: &mut sqlx::AnyConnection, pid: i64, original_id: &str) -> Result<Option<Original>> {
-    let row = sqlx::query(
-        "SELECT kind, account, currency, amount_minor,
-                (SELECT COALESCE(CAST(SUM(r.amount_minor) AS BIGINT), 0) FROM transactions r
-                 WHERE r.provider_id = $1 AND r.original_tx_id = $2 AND r.kind IN ('rollback', 'chargeback'))
-         FROM transactions WHERE provider_id = $1 AND provider_tx_id = $2",
-    )
-    .bind(pid)
-    .bind(original_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    row.map(|row| {
-        Ok(Original {
-            kind: kind(&row.try_get::<String, _>(0)?)?,
-            account: row.try_get(1)?,
-            currency: row.try_get(2)?,
-            amount_minor: row.try_get(3)?,
-            reversed_minor: row.try_get(4)?,
-        })
-    })
-    .transpose()
+/// The stored transactions among `keys` (provider id, provider transaction id), each with
+/// the total already reversed of it.
+async fn load_originals<'k>(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    keys: impl Iterator<Item = (i64, &'k str)>,
+) -> Result<HashMap<(i64, String), Original>> {
+    let mut by_provider: HashMap<i64, Vec<&str>> = HashMap::new();
+    for (pid, key) in keys {
+        by_provider.entry(pid).or_default().push(key);
+    }
+    let mut originals = HashMap::new();
+    for (pid, mut keys) in by_provider {
+        keys.sort_unstable();
+        keys.dedup();
+        for chunk in keys.chunks(LOOKUP_KEYS_MAX) {
+            let sql = format!(
+                "SELECT t.provider_tx_id, t.kind, t.account, t.currency, t.amount_minor,
+                        (SELECT COALESCE(CAST(SUM(r.amount_minor) AS BIGINT), 0) FROM transactions r
+                         WHERE r.provider_id = t.provider_id AND r.original_tx_id = t.provider_tx_id
+                           AND r.kind IN ('rollback', 'chargeback'))
+                 FROM transactions t WHERE t.provider_id = {} AND t.provider_tx_id IN ({})",
+                placeholders(dialect, 1, 1),
+                placeholders(dialect, 2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(pid);
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let original = Original {
+                    kind: kind(&row.try_get::<String, _>(1)?)?,
+                    account: row.try_get(2)?,
+                    currency: row.try_get(3)?,
+                    amount_minor: row.try_get(4)?,
+                    reversed_minor: row.try_get(5)?,
+                };
+                originals.insert((pid, row.try_get(0)?), original);
+            }
+        }
+    }
+    Ok(originals)
 }
 
 async fn insert_dead_letter(

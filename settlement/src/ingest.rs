@@ -57,6 +57,9 @@ pub struct Committer {
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// Yields the outcomes of submitted items once they are durably committed.
+pub type CommitReceiver = oneshot::Receiver<Result<Vec<Outcome>, CommitError>>;
+
 impl Committer {
     /// Starts the writer task; it ends when every `Committer` handle is dropped.
     pub fn spawn(writer: LedgerWriter, clock: Clock) -> (Committer, JoinHandle<()>) {
@@ -261,7 +264,7 @@ impl Ingestor {
         };
 
         let mut report = IngestReport::default();
-        let mut in_flight: VecDeque<(oneshot::Receiver<Result<Vec<Outcome>, CommitError>>, u64)> = VecDeque::new();
+        let mut in_flight: VecDeque<(CommitReceiver, u64)> = VecDeque::new();
         let mut settle = |outcomes: Result<Vec<Outcome>, CommitError>, record: u64, report: &mut IngestReport| {
             let outcomes = outcomes?;
             report.tally(&outcomes);

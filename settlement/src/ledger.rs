@@ -9,8 +9,8 @@
 //!
 //! Chart of accounts (per currency; `{p}` is the provider, `{a}` the player account):
 //! - `player:{a}`      what the operator owes the player (liability)
-//! - `provider:{p}`    the operator's position with the provider: funds a processor holds for us,
-//!                     fees it charges against them (asset while positive)
+//! - `provider:{p}`    the operator's position with the provider: funds a processor holds
+//!   for us, less the fees it charges against them (an asset while positive)
 //! - `ggr:{p}`         gross gaming revenue with the provider: stakes in, wins out (revenue)
 //! - `jackpot:{p}`     jackpots paid through the provider (expense)
 //! - `bonus:{p}`       bonuses credited to players (expense)

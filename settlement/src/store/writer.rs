@@ -57,6 +57,8 @@ impl Unit {
     }
 }
 
+/// Transactions are the common case by far; boxing them would allocate once per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Item {
     Transaction { valid: ValidTransaction, origin: Origin },

@@ -267,8 +267,8 @@ impl LedgerWriter {
                     .bind(nanos(tx_.occurred_at)?)
                     .bind(nanos(tx_.received_at)?)
                     .bind(tx_.original_tx_id.as_deref())
-                    .bind(tx_.raw_sha256.to_vec())
-                    .bind(valid.content_hash.to_vec());
+                    .bind(&tx_.raw_sha256[..])
+                    .bind(&valid.content_hash[..]);
             }
             let inserted = query.execute(&mut *tx).await?.rows_affected();
             if inserted < chunk.len() as u64 {

@@ -296,8 +296,9 @@ fn a_whole_file_dead_letter_replays_after_the_column_mapping_is_fixed() {
     assert!(example.contains("id = \"txn_id\""));
     let fixed = sandbox.write("fixed.toml", example.replace("id = \"txn_id\"", "id = \"transaction_id\""));
     let run = sandbox.run_with(&fixed, &["dead-letter", "replay", &id]);
-    // Exit 3 today: the file's one bad row keeps the whole-file letter open (see the report).
-    assert!(matches!(run.code, Some(0 | 3)), "{run:?}");
+    // The file is no longer rejected as a whole, so its letter closes; the bad row gets its own.
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("replayed and closed"), "{run:?}");
     assert!(
         run.stdout.contains("6 units: 5 accepted, 0 duplicates, 0 conflicts, 1 rejected (invalid_amount 1)"),
         "{run:?}"
@@ -308,10 +309,14 @@ fn a_whole_file_dead_letter_replays_after_the_column_mapping_is_fixed() {
     // The bad row has a dead letter of its own; a second replay stores nothing twice.
     let all = sandbox.run_with(&fixed, &["dead-letter", "list", "--status", "all"]).expect(0).stdout;
     assert!(all.contains("renamed.csv                    7  invalid_amount"), "{all}");
+    assert!(all.contains(&format!("{id:>6}  replayed")), "{all}");
+    // A closed letter is not replayed again.
     let run = sandbox.run_with(&fixed, &["dead-letter", "replay", &id]);
-    if run.code == Some(3) {
-        assert!(run.stdout.contains("6 units: 0 accepted, 5 duplicates, 0 conflicts, 1 rejected"), "{run:?}");
-    }
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("was replayed already"), "{run:?}");
+    // Re-ingesting the fixed file works too (it was not remembered as ingested): all duplicates.
+    let run = sandbox.run_with(&fixed, &["ingest", "--provider", "payfast", &renamed]).expect(0);
+    assert!(run.stdout.contains("6 units: 0 accepted, 5 duplicates, 0 conflicts, 1 rejected"), "{}", run.stdout);
     runtime().block_on(async {
         let store = open_store(&sandbox.db()).await;
         let counts = store.counts().await.expect("counts");

@@ -240,7 +240,11 @@ impl Ingestor {
         let source: Arc<dyn Source> = Arc::new(FileSource { name: name.clone(), path: path.to_path_buf() });
         let context = PayloadContext { arrival: Arrival::File, received_at };
         let report = self.ingest_payload(&provider, source, context, progress).await?;
-        self.store.record_file(&provider.name, &sha256, &name, size_bytes, &report, received_at).await?;
+        // A file rejected as a whole is not remembered: once its provider's configuration is
+        // fixed it can be ingested again (or its dead letter replayed).
+        if report.payload_rejection.is_none() {
+            self.store.record_file(&provider.name, &sha256, &name, size_bytes, &report, received_at).await?;
+        }
         Ok(report)
     }
 
@@ -271,24 +275,42 @@ impl Ingestor {
             progress(Progress { units_committed: report.units, record });
             Ok::<(), IngestError>(())
         };
+        // Submit chunks as the decoder hands them over, and report each commit as soon as it
+        // is durable (commits complete in submission order).
         let mut failure: Option<IngestError> = None;
-        while let Some((items, last_record)) = chunk_receiver.recv().await {
-            match self.committer.submit(items).await {
-                Ok(receiver) => in_flight.push_back((receiver, last_record)),
-                Err(error) => {
-                    failure = Some(error.into());
-                    break;
+        let mut decoder_done = false;
+        while !(decoder_done && in_flight.is_empty()) {
+            let take_chunk = !decoder_done && in_flight.len() < IN_FLIGHT_CHUNKS_MAX;
+            let oldest_reply = async {
+                match in_flight.front_mut() {
+                    Some((receiver, _)) => receiver.await.unwrap_or(Err(CommitError::Closed)),
+                    None => std::future::pending().await,
                 }
-            }
-            if in_flight.len() >= IN_FLIGHT_CHUNKS_MAX {
-                let (receiver, record) = in_flight.pop_front().expect("non-empty");
-                if let Err(error) = settle(receiver.await.unwrap_or(Err(CommitError::Closed)), record, &mut report) {
-                    failure = Some(error);
-                    break;
+            };
+            tokio::select! {
+                outcomes = oldest_reply => {
+                    let (_, record) = in_flight.pop_front().expect("a reply came from the oldest chunk");
+                    if let Err(error) = settle(outcomes, record, &mut report) {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                chunk = chunk_receiver.recv(), if take_chunk => {
+                    match chunk {
+                        Some((items, last_record)) => match self.committer.submit(items).await {
+                            Ok(receiver) => in_flight.push_back((receiver, last_record)),
+                            Err(error) => {
+                                failure = Some(error.into());
+                                break;
+                            }
+                        },
+                        None => decoder_done = true,
+                    }
                 }
             }
         }
         drop(chunk_receiver);
+        // After a failure, still wait for what was submitted: it may commit.
         while let Some((receiver, record)) = in_flight.pop_front() {
             let outcome = settle(receiver.await.unwrap_or(Err(CommitError::Closed)), record, &mut report);
             if let (Err(error), None) = (outcome, &failure) {
@@ -325,8 +347,9 @@ impl Ingestor {
     }
 
     /// Re-runs a dead letter through its provider's current adapter configuration. It is
-    /// marked replayed when everything in it was taken (accepted, duplicate or conflict);
-    /// otherwise it stays open with the new reason.
+    /// marked replayed when it was taken: a record accepted (or found to be a duplicate or a
+    /// conflict), a payload no longer rejected as a whole. Otherwise it stays open, with
+    /// the new reason when the same unit was rejected again.
     pub async fn replay_dead_letter(&self, id: i64, now: DateTime<Utc>) -> Result<ReplayReport, IngestError> {
         let dead_letter = self.store.dead_letter(id).await?.ok_or(IngestError::NoSuchDeadLetter(id))?;
         if dead_letter.status == DeadLetterStatus::Replayed {
@@ -352,7 +375,13 @@ impl Ingestor {
                 report
             }
         };
-        let resolved = report.rejected_total() == 0 && self.store.resolve_dead_letter(id, now).await?;
+        // A record is taken when nothing of it was rejected. A payload is taken when it is no
+        // longer rejected as a whole: its bad records now have dead letters of their own.
+        let taken = match dead_letter.unit {
+            Unit::Record => report.rejected_total() == 0,
+            Unit::Payload => report.payload_rejection.is_none(),
+        };
+        let resolved = taken && self.store.resolve_dead_letter(id, now).await?;
         Ok(ReplayReport { report, resolved })
     }
 

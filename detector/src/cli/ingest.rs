@@ -50,7 +50,9 @@ pub async fn run(context: &super::Context, args: IngestArgs) -> anyhow::Result<E
         let mut ack_error = None;
         let mut on_progress = |progress: Progress| {
             if let Some(log) = ack_log.as_mut() {
-                if let Err(error) = writeln!(log, "committed {} {}", progress.units_committed, progress.record) {
+                // One write per line, so a kill cannot leave half a line behind.
+                let line = format!("committed {} {}\n", progress.units_committed, progress.record);
+                if let Err(error) = log.write_all(line.as_bytes()) {
                     ack_error.get_or_insert(error);
                 }
             }

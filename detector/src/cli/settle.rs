@@ -51,7 +51,10 @@ pub async fn run(context: &super::Context, args: SettleArgs) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-const LINES: [(&str, fn(&CurrencyStatement) -> Line); 13] = [
+/// Reads one line of a currency's statement.
+type LineOf = fn(&CurrencyStatement) -> Line;
+
+const LINES: [(&str, LineOf); 13] = [
     ("bets", |s| s.bets),
     ("wins", |s| s.wins),
     ("jackpot_wins", |s| s.jackpot_wins),

@@ -121,6 +121,7 @@ impl Store {
                             "PRAGMA busy_timeout = 30000",
                             "PRAGMA foreign_keys = ON",
                             "PRAGMA cache_size = -32768",
+                            "PRAGMA wal_autocheckpoint = 8192",
                         ] {
                             connection.execute(pragma).await?;
                         }

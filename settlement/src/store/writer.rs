@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, Connection, Row};
 
@@ -405,22 +406,26 @@ fn is_reversal(valid: &ValidTransaction) -> bool {
     reversible_by(valid.tx.kind).is_some() && valid.tx.original_tx_id.is_some()
 }
 
-/// Seq and content hash of those of `keys` that are stored.
-async fn lookup_keys<'k>(
+/// Runs `SELECT {columns} FROM transactions t WHERE t.provider_id = .. AND t.provider_tx_id
+/// IN (..)` for `keys` (provider id, provider transaction id), grouped by provider and in
+/// chunks, handing every row with its provider id to `each`.
+async fn select_by_keys<'k>(
     tx: &mut sqlx::AnyConnection,
     dialect: Dialect,
+    columns: &str,
     keys: impl Iterator<Item = (i64, &'k str)>,
-) -> Result<HashMap<(i64, String), (i64, [u8; 32])>> {
+    mut each: impl FnMut(i64, AnyRow) -> Result<()>,
+) -> Result<()> {
     let mut by_provider: HashMap<i64, Vec<&str>> = HashMap::new();
     for (pid, key) in keys {
         by_provider.entry(pid).or_default().push(key);
     }
-    let mut stored = HashMap::new();
-    for (pid, keys) in by_provider {
+    for (pid, mut keys) in by_provider {
+        keys.sort_unstable();
+        keys.dedup();
         for chunk in keys.chunks(LOOKUP_KEYS_MAX) {
             let sql = format!(
-                "SELECT provider_tx_id, seq, content_sha256 FROM transactions
-                 WHERE provider_id = {} AND provider_tx_id IN ({})",
+                "SELECT {columns} FROM transactions t WHERE t.provider_id = {} AND t.provider_tx_id IN ({})",
                 placeholders(dialect, 1, 1),
                 placeholders(dialect, 2, chunk.len())
             );
@@ -429,10 +434,25 @@ async fn lookup_keys<'k>(
                 query = query.bind(*key);
             }
             for row in query.fetch_all(&mut *tx).await? {
-                stored.insert((pid, row.try_get(0)?), (row.try_get(1)?, hash32(row.try_get(2)?)?));
+                each(pid, row)?;
             }
         }
     }
+    Ok(())
+}
+
+/// Seq and content hash of those of `keys` that are stored.
+async fn lookup_keys<'k>(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    keys: impl Iterator<Item = (i64, &'k str)>,
+) -> Result<HashMap<(i64, String), (i64, [u8; 32])>> {
+    let mut stored = HashMap::new();
+    select_by_keys(tx, dialect, "t.provider_tx_id, t.seq, t.content_sha256", keys, |pid, row| {
+        stored.insert((pid, row.try_get(0)?), (row.try_get(1)?, hash32(row.try_get(2)?)?));
+        Ok(())
+    })
+    .await?;
     Ok(stored)
 }
 
@@ -609,40 +629,23 @@ async fn load_originals<'k>(
     dialect: Dialect,
     keys: impl Iterator<Item = (i64, &'k str)>,
 ) -> Result<HashMap<(i64, String), Original>> {
-    let mut by_provider: HashMap<i64, Vec<&str>> = HashMap::new();
-    for (pid, key) in keys {
-        by_provider.entry(pid).or_default().push(key);
-    }
+    const COLUMNS: &str = "t.provider_tx_id, t.kind, t.account, t.currency, t.amount_minor,
+        (SELECT COALESCE(CAST(SUM(r.amount_minor) AS BIGINT), 0) FROM transactions r
+         WHERE r.provider_id = t.provider_id AND r.original_tx_id = t.provider_tx_id
+           AND r.kind IN ('rollback', 'chargeback'))";
     let mut originals = HashMap::new();
-    for (pid, mut keys) in by_provider {
-        keys.sort_unstable();
-        keys.dedup();
-        for chunk in keys.chunks(LOOKUP_KEYS_MAX) {
-            let sql = format!(
-                "SELECT t.provider_tx_id, t.kind, t.account, t.currency, t.amount_minor,
-                        (SELECT COALESCE(CAST(SUM(r.amount_minor) AS BIGINT), 0) FROM transactions r
-                         WHERE r.provider_id = t.provider_id AND r.original_tx_id = t.provider_tx_id
-                           AND r.kind IN ('rollback', 'chargeback'))
-                 FROM transactions t WHERE t.provider_id = {} AND t.provider_tx_id IN ({})",
-                placeholders(dialect, 1, 1),
-                placeholders(dialect, 2, chunk.len())
-            );
-            let mut query = sqlx::query(&sql).bind(pid);
-            for key in chunk {
-                query = query.bind(*key);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                let original = Original {
-                    kind: kind(&row.try_get::<String, _>(1)?)?,
-                    account: row.try_get(2)?,
-                    currency: row.try_get(3)?,
-                    amount_minor: row.try_get(4)?,
-                    reversed_minor: row.try_get(5)?,
-                };
-                originals.insert((pid, row.try_get(0)?), original);
-            }
-        }
-    }
+    select_by_keys(tx, dialect, COLUMNS, keys, |pid, row| {
+        let original = Original {
+            kind: kind(&row.try_get::<String, _>(1)?)?,
+            account: row.try_get(2)?,
+            currency: row.try_get(3)?,
+            amount_minor: row.try_get(4)?,
+            reversed_minor: row.try_get(5)?,
+        };
+        originals.insert((pid, row.try_get(0)?), original);
+        Ok(())
+    })
+    .await?;
     Ok(originals)
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -111,6 +111,20 @@ async fn run_writer(mut writer: LedgerWriter, mut receiver: mpsc::Receiver<Commi
                 let mut outcomes = outcomes.into_iter();
                 for (reply, length) in replies.into_iter().zip(lengths) {
                     let _ = reply.send(Ok(outcomes.by_ref().take(length).collect()));
+                }
+            }
+            Err(error) if replies.len() > 1 => {
+                // One caller's items must not fail another's: write each request on its own.
+                tracing::warn!(%error, requests = replies.len(), "group write failed; writing its requests one by one");
+                let mut offset = 0;
+                for (reply, length) in replies.into_iter().zip(lengths) {
+                    let own = &items[offset..offset + length];
+                    offset += length;
+                    let result = writer.write(own, clock()).await.map_err(|error| {
+                        tracing::error!(%error, items = own.len(), "ledger write failed");
+                        CommitError::Store(Arc::new(error))
+                    });
+                    let _ = reply.send(result);
                 }
             }
             Err(error) => {
@@ -230,14 +244,17 @@ impl Ingestor {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<IngestReport, IngestError> {
         let provider = self.provider(provider)?.clone();
-        let (sha256, size_bytes) = file_checksum(path.to_path_buf()).await?;
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let io_error = |error| IngestError::Io { path: path.display().to_string(), error };
+        let file = FileSource::open(name.clone(), path).map_err(io_error)?;
+        let size_bytes = file.size_bytes();
+        let source: Arc<dyn Source> = Arc::new(file);
+        let sha256 = checksum(source.clone()).await?;
         if !options.force {
             if let Some(previous) = self.store.file_ingested(&provider.name, &sha256).await? {
                 return Ok(IngestReport { already_ingested: Some(previous), ..IngestReport::default() });
             }
         }
-        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-        let source: Arc<dyn Source> = Arc::new(FileSource { name: name.clone(), path: path.to_path_buf() });
         let context = PayloadContext { arrival: Arrival::File, received_at };
         let report = self.ingest_payload(&provider, source, context, progress).await?;
         // A file rejected as a whole is not remembered: once its provider's configuration is
@@ -269,12 +286,17 @@ impl Ingestor {
 
         let mut report = IngestReport::default();
         let mut in_flight: VecDeque<(CommitReceiver, u64)> = VecDeque::new();
-        let mut settle = |outcomes: Result<Vec<Outcome>, CommitError>, record: u64, report: &mut IngestReport| {
-            let outcomes = outcomes?;
-            report.tally(&outcomes);
-            progress(Progress { units_committed: report.units, record });
-            Ok::<(), IngestError>(())
-        };
+        // Progress is reported only while every earlier chunk committed: after a failure, a
+        // later chunk's commit does not make the records before it durable.
+        let mut settle =
+            |outcomes: Result<Vec<Outcome>, CommitError>, record: u64, report: &mut IngestReport, failed: bool| {
+                let outcomes = outcomes?;
+                report.tally(&outcomes);
+                if !failed {
+                    progress(Progress { units_committed: report.units, record });
+                }
+                Ok::<(), IngestError>(())
+            };
         // Submit chunks as the decoder hands them over, and report each commit as soon as it
         // is durable (commits complete in submission order).
         let mut failure: Option<IngestError> = None;
@@ -290,7 +312,7 @@ impl Ingestor {
             tokio::select! {
                 outcomes = oldest_reply => {
                     let (_, record) = in_flight.pop_front().expect("a reply came from the oldest chunk");
-                    if let Err(error) = settle(outcomes, record, &mut report) {
+                    if let Err(error) = settle(outcomes, record, &mut report, false) {
                         failure = Some(error);
                         break;
                     }
@@ -312,7 +334,8 @@ impl Ingestor {
         drop(chunk_receiver);
         // After a failure, still wait for what was submitted: it may commit.
         while let Some((receiver, record)) = in_flight.pop_front() {
-            let outcome = settle(receiver.await.unwrap_or(Err(CommitError::Closed)), record, &mut report);
+            let outcome =
+                settle(receiver.await.unwrap_or(Err(CommitError::Closed)), record, &mut report, failure.is_some());
             if let (Err(error), None) = (outcome, &failure) {
                 failure = Some(error);
             }
@@ -459,23 +482,21 @@ fn decode_in_chunks(
     Ok(units)
 }
 
-/// sha256 and size of a file, streamed.
-async fn file_checksum(path: PathBuf) -> Result<([u8; 32], u64), IngestError> {
+/// sha256 of a payload, streamed.
+async fn checksum(source: Arc<dyn Source>) -> Result<[u8; 32], IngestError> {
     tokio::task::spawn_blocking(move || {
-        let io_error = |error| IngestError::Io { path: path.display().to_string(), error };
-        let mut file = std::fs::File::open(&path).map_err(io_error)?;
+        let io_error = |error| IngestError::Io { path: source.name().to_string(), error };
+        let mut reader = source.open().map_err(io_error)?;
         let mut hasher = Sha256::new();
         let mut buffer = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
         loop {
-            let read = file.read(&mut buffer).map_err(io_error)?;
+            let read = reader.read(&mut buffer).map_err(io_error)?;
             if read == 0 {
                 break;
             }
-            size += read as u64;
             hasher.update(&buffer[..read]);
         }
-        Ok((hasher.finalize().into(), size))
+        Ok(hasher.finalize().into())
     })
     .await
     .map_err(|error| IngestError::Decoder(error.to_string()))?

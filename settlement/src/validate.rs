@@ -13,6 +13,12 @@ use crate::model::{timestamp_nanos, Kind, Transaction, ID_LENGTH_MAX};
 use crate::money::{to_minor, AmountError, Currencies, CurrencyCode};
 use crate::rejection::{ErrorCode, Rejection};
 
+/// The largest amount one transaction may carry, in minor units (10^15: ten trillion
+/// dollars, a thousand trillion won). Far above any real payment, it keeps every balance
+/// thousands of transactions away from the 64-bit limit, so a single absurd record is
+/// rejected here instead of making a balance overflow.
+pub const AMOUNT_MINOR_MAX: i64 = 1_000_000_000_000_000;
+
 /// Provider-specific inputs to validation.
 pub struct Rules<'a> {
     pub currencies: &'a Currencies,
@@ -67,11 +73,11 @@ pub fn validate(tx: Transaction, rules: &Rules<'_>, now: DateTime<Utc>) -> Resul
         };
         Rejection::field(ErrorCode::InvalidAmount, "amount", reason)
     })?;
-    if amount_minor == i64::MIN {
+    if amount_minor.unsigned_abs() > AMOUNT_MINOR_MAX as u64 {
         return Err(Rejection::field(
             ErrorCode::InvalidAmount,
             "amount",
-            format!("amount {} is out of range", tx.amount),
+            format!("amount {} {} is above the limit of {AMOUNT_MINOR_MAX} minor units", tx.amount, tx.currency),
         ));
     }
     check_sign(tx.kind, tx.amount)?;
@@ -221,6 +227,9 @@ mod tests {
         assert_eq!(check(tx(Kind::Deposit, "0", "USD")), Err(ErrorCode::InvalidAmount));
         assert_eq!(check(tx(Kind::ManualAdjustment, "0", "USD")), Err(ErrorCode::InvalidAmount));
         assert_eq!(check(tx(Kind::Bet, "99999999999999999999", "KRW")), Err(ErrorCode::InvalidAmount));
+        assert_eq!(check(tx(Kind::Bet, "10000000000000.00", "USD")).unwrap().amount_minor, AMOUNT_MINOR_MAX);
+        assert_eq!(check(tx(Kind::Bet, "10000000000000.01", "USD")), Err(ErrorCode::InvalidAmount));
+        assert_eq!(check(tx(Kind::ManualAdjustment, "-10000000000000.01", "USD")), Err(ErrorCode::InvalidAmount));
         assert_eq!(check(tx(Kind::Bet, "1", "EUR")), Err(ErrorCode::CurrencyNotAllowed));
         assert_eq!(check(tx(Kind::Bet, "1", "XYZ")), Err(ErrorCode::UnknownCurrency));
         let mut future = tx(Kind::Bet, "1", "USD");

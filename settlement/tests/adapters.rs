@@ -135,7 +135,7 @@ impl Case {
     }
 
     fn source(&self) -> FileSource {
-        FileSource { name: self.name.clone(), path: self.input.clone() }
+        FileSource::open(self.name.clone(), &self.input).expect("the case input")
     }
 }
 
@@ -332,7 +332,7 @@ proptest! {
 
 /// Decodes a file with a provider's adapter; returns (ok units, the codes of err units).
 fn count_units(provider: &Provider, path: &Path) -> (usize, Vec<ErrorCode>) {
-    let source = FileSource { name: path.display().to_string(), path: path.to_path_buf() };
+    let source = FileSource::open(path.display().to_string(), path).expect("the example file");
     let outcome = decode(provider, &source, Arrival::File);
     assert!(outcome.result.is_ok(), "{}: {:?}", path.display(), outcome.result);
     assert_compliant(&path.display().to_string(), provider, &source, Arrival::File);

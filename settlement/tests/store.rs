@@ -270,3 +270,98 @@ store_test!(concurrent_callers_share_group_commits, |store: Store| async move {
     assert_eq!(store.counts().await.unwrap().transactions, 4000);
     assert!(store.verify().await.unwrap().is_clean());
 });
+
+// Regressions found in review; each runs on both stores.
+
+store_test!(regression_evicting_the_account_cache_keeps_the_writer_alive, |store: Store| async move {
+    // With room for 5 account ids, the second group evicts the cache while an account it
+    // uses (ggr:evo) was cached before: the writer used to panic there and die.
+    let writer = store.writer().await.unwrap().with_account_cache_max(5);
+    let committer = Committer::spawn(writer, Arc::new(now)).0;
+    committer.commit(vec![item(tx("B1", Kind::Bet, "p1", "1.00"))]).await.unwrap();
+    let group: Vec<Item> = (2..=5).map(|i| item(tx(&format!("B{i}"), Kind::Bet, &format!("p{i}"), "1.00"))).collect();
+    let outcomes = committer.commit(group).await.unwrap();
+    assert!(outcomes.iter().all(|outcome| matches!(outcome, Outcome::Accepted { .. })), "{outcomes:?}");
+    let later = committer.commit(vec![item(tx("B6", Kind::Bet, "p1", "1.00"))]).await.unwrap();
+    assert!(matches!(later[0], Outcome::Accepted { .. }));
+    assert_eq!(balances(&store).await[&("ggr:evo".to_string(), "USD".to_string())], -600);
+    assert!(store.verify().await.unwrap().is_clean());
+});
+
+store_test!(regression_control_characters_in_a_rejection_are_stored_alike, |store: Store| async move {
+    // PostgreSQL refuses NUL in TEXT; a rejection quoting hostile input must still be kept.
+    let committer = committer(&store).await;
+    let origin =
+        Origin { source: Arc::from("evil\u{0}.jsonl"), record: 1, raw: b"x\0y".to_vec(), context: Arc::from(&b""[..]) };
+    let rejection = Rejection::field(ErrorCode::MalformedRecord, "x\u{0}y", "unknown field `x\u{0}y`");
+    let rejected = Item::Rejected { provider: "evo".into(), unit: Unit::Record, origin, rejection };
+    assert_eq!(
+        committer.commit(vec![rejected]).await.unwrap(),
+        vec![Outcome::Rejected { code: ErrorCode::MalformedRecord }]
+    );
+    let letters = store.dead_letters(&DeadLetterFilter { provider: None, status: None, limit: 10 }).await.unwrap();
+    assert_eq!(letters[0].message, "unknown field `x\\u{0}y`");
+    assert_eq!(letters[0].source, "evil\\u{0}.jsonl");
+    assert_eq!(letters[0].raw, b"x\0y");
+});
+
+store_test!(regression_a_changed_currency_exponent_is_refused_not_mixed, |store: Store| async move {
+    let committer = committer(&store).await;
+    committer.commit(vec![item(tx("B1", Kind::Bet, "p1", "10.00"))]).await.unwrap();
+    // The configuration now says USD has 3 decimals: amounts would be stored in mills.
+    let currencies = Currencies::with_extra([("USD", 3)]).unwrap();
+    let rules =
+        Rules { currencies: &currencies, allowed_currencies: None, future_tolerance: chrono::Duration::minutes(5) };
+    let valid = validate(tx("B2", Kind::Bet, "p1", "1.000"), &rules, now()).unwrap();
+    let origin = Origin { source: Arc::from("test"), record: 2, raw: b"B2".to_vec(), context: Arc::from(&b""[..]) };
+    let outcomes = committer.commit(vec![Item::Transaction { valid, origin }]).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Rejected { code: ErrorCode::InvalidAmount }]);
+    let letters = store.dead_letters(&DeadLetterFilter { provider: None, status: None, limit: 10 }).await.unwrap();
+    assert!(letters[0].message.contains("stores it with 2"), "{}", letters[0].message);
+    assert_eq!(balances(&store).await[&("player:p1".to_string(), "USD".to_string())], 1000);
+});
+
+store_test!(regression_verify_checks_reversals_against_their_originals, |store: Store| async move {
+    let committer = committer(&store).await;
+    committer
+        .commit(vec![item(tx("B1", Kind::Bet, "p1", "10.00")), item(rollback("R1", "B1", "p1", "10.00"))])
+        .await
+        .unwrap();
+    assert!(store.verify().await.unwrap().is_clean());
+    store.pool().execute("UPDATE transactions SET amount_minor = 500 WHERE provider_tx_id = 'B1'").await.unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::OverReversed { amount_minor: 500, reversed_minor: 1000, .. })),
+        "{report:?}"
+    );
+    store.pool().execute("UPDATE transactions SET original_tx_id = 'NOPE' WHERE provider_tx_id = 'R1'").await.unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::ReversalInconsistent { reason, .. } if reason.contains("NOPE"))),
+        "{report:?}"
+    );
+});
+
+store_test!(regression_one_callers_failing_write_does_not_fail_anothers, |store: Store| async move {
+    // 9,000 deposits of the largest allowed amount leave one balance 0.2e18 short of the
+    // 64-bit limit; 300 more overflow it, and that write must fail. Another caller's
+    // deposit, queued into the same commit group, must commit all the same.
+    let committer = committer(&store).await;
+    let big = |i: usize| item(tx(&format!("D{i}"), Kind::Deposit, "whale", "10000000000000.00"));
+    committer.commit((0..9_000).map(big).collect()).await.unwrap();
+    // Keep the writer busy so that both requests below queue up into one group.
+    let busy = committer.submit(generated(20_000, 9, 0).into_iter().map(item).collect()).await.unwrap();
+    let failing = committer.submit((9_000..9_300).map(big).collect()).await.unwrap();
+    let other = committer.submit(vec![item(tx("S1", Kind::Deposit, "minnow", "1.00"))]).await.unwrap();
+    assert!(busy.await.unwrap().is_ok());
+    assert!(failing.await.unwrap().is_err(), "the overflowing write fails loudly");
+    let outcomes = other.await.unwrap().expect("the other caller's write commits");
+    assert!(matches!(outcomes[0], Outcome::Accepted { .. }));
+    assert!(store.verify().await.unwrap().is_clean());
+});

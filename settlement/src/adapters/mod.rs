@@ -46,9 +46,26 @@ impl Source for BytesSource {
 }
 
 /// A payload in a file, read in a streaming way (memory stays flat in file size).
+///
+/// The file is opened once and every pass (checksum, trailer check, records) reads the
+/// same open file up to the size it had when opened: a file replaced or appended to while
+/// it is ingested cannot make the records taken differ from the ones checked.
 pub struct FileSource {
-    pub name: String,
-    pub path: std::path::PathBuf,
+    name: String,
+    file: std::fs::File,
+    size_bytes: u64,
+}
+
+impl FileSource {
+    pub fn open(name: impl Into<String>, path: &std::path::Path) -> io::Result<FileSource> {
+        let file = std::fs::File::open(path)?;
+        let size_bytes = file.metadata()?.len();
+        Ok(FileSource { name: name.into(), file, size_bytes })
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
 }
 
 impl Source for FileSource {
@@ -56,8 +73,32 @@ impl Source for FileSource {
         &self.name
     }
     fn open(&self) -> io::Result<Box<dyn BufRead + '_>> {
-        let file = std::fs::File::open(&self.path)?;
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
+        let snapshot = Snapshot { file: &self.file, position: 0, end: self.size_bytes };
+        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, snapshot)))
+    }
+}
+
+/// Reads `file` from the start up to `end`, by position (independent of any other reader
+/// of the same file).
+struct Snapshot<'f> {
+    file: &'f std::fs::File,
+    position: u64,
+    end: u64,
+}
+
+impl io::Read for Snapshot<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let left = self.end.saturating_sub(self.position);
+        if left == 0 {
+            return Ok(0);
+        }
+        let wanted = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        #[cfg(unix)]
+        let read = std::os::unix::fs::FileExt::read_at(self.file, &mut buffer[..wanted], self.position)?;
+        #[cfg(windows)]
+        let read = std::os::windows::fs::FileExt::seek_read(self.file, &mut buffer[..wanted], self.position)?;
+        self.position += read as u64;
+        Ok(read)
     }
 }
 

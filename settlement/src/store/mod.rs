@@ -70,10 +70,14 @@ impl std::fmt::Debug for Store {
 #[derive(Debug)]
 struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
 
-const SQLITE_MIGRATIONS: EmbeddedMigrations =
-    EmbeddedMigrations(&[(1, "ledger", include_str!("../../migrations/sqlite/0001_ledger.sql"))]);
-const POSTGRES_MIGRATIONS: EmbeddedMigrations =
-    EmbeddedMigrations(&[(1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql"))]);
+const SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
+    (1, "ledger", include_str!("../../migrations/sqlite/0001_ledger.sql")),
+    (2, "currency units", include_str!("../../migrations/sqlite/0002_currency_units.sql")),
+]);
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
+    (1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql")),
+    (2, "currency units", include_str!("../../migrations/postgres/0002_currency_units.sql")),
+]);
 
 impl MigrationSource<'static> for EmbeddedMigrations {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
@@ -176,7 +180,9 @@ impl Store {
                 Ok(KindTotal {
                     currency: currency(&row.try_get::<String, _>(0)?)?,
                     exponent: u32::try_from(row.try_get::<i64, _>(1)?)
-                        .map_err(|_| StoreError::Corrupt("negative exponent".into()))?,
+                        .ok()
+                        .filter(|&exponent| exponent <= crate::money::CURRENCY_EXPONENT_MAX)
+                        .ok_or_else(|| StoreError::Corrupt("a stored exponent is out of range".into()))?,
                     kind: kind(&row.try_get::<String, _>(2)?)?,
                     reverses: row.try_get::<Option<String>, _>(3)?.as_deref().map(kind).transpose()?,
                     count: row.try_get::<i64, _>(4)? as u64,
@@ -289,7 +295,7 @@ impl Store {
         )
         .bind(provider_id)
         .bind(sha256.to_vec())
-        .bind(name)
+        .bind(printable(name).into_owned())
         .bind(size_bytes as i64)
         .bind(report.units as i64)
         .bind(report.accepted as i64)
@@ -507,6 +513,23 @@ pub struct Conflict {
     pub source: String,
     pub record: u64,
     pub received_at: DateTime<Utc>,
+}
+
+/// Text as stored: control characters (which PostgreSQL refuses in TEXT when NUL, and which
+/// garble a terminal) are escaped, so the same input is stored the same way on both stores.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }
 
 pub(crate) fn nanos(at: DateTime<Utc>) -> Result<i64> {

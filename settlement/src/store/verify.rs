@@ -1,7 +1,9 @@
 //! `verify`: re-derives everything the ledger stores from first principles and reports any
 //! difference: every transaction's content hash, its postings against the posting rules
-//! (present, balanced, right accounts and currency), every balance against the sum of its
-//! postings, and the trial balance (all accounts of a currency sum to zero).
+//! (present, balanced, right accounts and currency), every reversal against its original
+//! (earlier, same kind, account and currency, never reversed beyond its amount), every
+//! balance against the sum of its postings, and the trial balance (all accounts of a
+//! currency sum to zero).
 
 use std::fmt;
 
@@ -11,20 +13,61 @@ use sqlx::{AnyPool, Row};
 use super::{currency, hash32, kind, Result};
 use crate::ledger::{check_balanced, postings, Posting, PostingInput};
 use crate::model::{from_timestamp_nanos, sha256, Transaction};
-use crate::money::from_minor;
+use crate::money::{from_minor, CURRENCY_EXPONENT_MAX};
 
 /// Findings listed in full; more are counted.
 pub const FINDINGS_MAX: usize = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
-    ContentHashMismatch { seq: i64, provider_tx_id: String },
-    PostingsMissing { seq: i64 },
-    PostingsUnbalanced { seq: i64, imbalance_minor: i128 },
-    PostingsDifferFromRules { seq: i64, expected: String, stored: String },
-    PostingRuleFails { seq: i64, reason: String },
-    BalanceDiffers { account: String, currency: String, balance_minor: i64, postings_sum_minor: i64 },
-    TrialBalanceNonZero { currency: String, sum_minor: i64 },
+    ContentHashMismatch {
+        seq: i64,
+        provider_tx_id: String,
+    },
+    PostingsMissing {
+        seq: i64,
+    },
+    PostingsUnbalanced {
+        seq: i64,
+        imbalance_minor: i128,
+    },
+    PostingsDifferFromRules {
+        seq: i64,
+        expected: String,
+        stored: String,
+    },
+    PostingRuleFails {
+        seq: i64,
+        reason: String,
+    },
+    BalanceDiffers {
+        account: String,
+        currency: String,
+        balance_minor: i64,
+        postings_sum_minor: i64,
+    },
+    /// A reversal whose original is missing, later, of another kind, account or currency.
+    ReversalInconsistent {
+        seq: i64,
+        provider_tx_id: String,
+        reason: String,
+    },
+    /// The reversals of a transaction add up to more than it.
+    OverReversed {
+        seq: i64,
+        provider_tx_id: String,
+        amount_minor: i64,
+        reversed_minor: i64,
+    },
+    /// A stored value this build cannot interpret (e.g. an exponent out of range).
+    CorruptRow {
+        seq: i64,
+        reason: String,
+    },
+    TrialBalanceNonZero {
+        currency: String,
+        sum_minor: i64,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -45,6 +88,14 @@ impl fmt::Display for Finding {
                 f,
                 "account {account} {currency}: balance {balance_minor} minor units, its postings sum to {postings_sum_minor}"
             ),
+            Finding::ReversalInconsistent { seq, provider_tx_id, reason } => {
+                write!(f, "transaction #{seq} ({provider_tx_id}): {reason}")
+            }
+            Finding::OverReversed { seq, provider_tx_id, amount_minor, reversed_minor } => write!(
+                f,
+                "transaction #{seq} ({provider_tx_id}): reversals total {reversed_minor} minor units, more than its {amount_minor}"
+            ),
+            Finding::CorruptRow { seq, reason } => write!(f, "transaction #{seq}: {reason}"),
             Finding::TrialBalanceNonZero { currency, sum_minor } => {
                 write!(f, "currency {currency}: all balances sum to {sum_minor} minor units, not zero")
             }
@@ -106,8 +157,14 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<VerifyReport> {
                 if let Some(done) = current.take() {
                     check_transaction(&done, &mut report);
                 }
-                let exponent = row.try_get::<i64, _>(10)? as u32;
+                let exponent = row.try_get::<i64, _>(10)?;
                 let amount_minor: i64 = row.try_get(11)?;
+                let Some(exponent) = u32::try_from(exponent).ok().filter(|&exponent| exponent <= CURRENCY_EXPONENT_MAX)
+                else {
+                    report.transactions_checked += 1;
+                    report.add(Finding::CorruptRow { seq, reason: format!("exponent {exponent} is out of range") });
+                    continue;
+                };
                 current = Some(Stored {
                     seq,
                     tx: Transaction {
@@ -142,6 +199,8 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<VerifyReport> {
         }
     }
 
+    check_reversals(pool, &mut report).await?;
+
     let balances = sqlx::query(
         "SELECT a.name, a.currency, COALESCE(b.balance_minor, 0), COALESCE(s.total, 0)
          FROM ledger_accounts a
@@ -171,6 +230,62 @@ pub(super) async fn verify(pool: &AnyPool) -> Result<VerifyReport> {
         }
     }
     Ok(report)
+}
+
+/// Every reversal names an earlier original of the kind it records, with its account and
+/// currency, and no original is reversed by more than its amount.
+async fn check_reversals(pool: &AnyPool, report: &mut VerifyReport) -> Result<()> {
+    let inconsistent = sqlx::query(
+        "SELECT r.seq, r.provider_tx_id, r.original_tx_id, o.seq, o.kind, r.reverses_kind,
+                o.account, r.account, o.currency, r.currency
+         FROM transactions r
+         LEFT JOIN transactions o ON o.provider_id = r.provider_id AND o.provider_tx_id = r.original_tx_id
+         WHERE r.kind IN ('rollback', 'chargeback') AND r.original_tx_id IS NOT NULL
+           AND (o.seq IS NULL OR o.seq > r.seq OR r.reverses_kind IS NULL OR o.kind <> r.reverses_kind
+                OR o.account <> r.account OR o.currency <> r.currency)
+         ORDER BY r.seq",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in &inconsistent {
+        let original: String = row.try_get(2)?;
+        let reason = match row.try_get::<Option<i64>, _>(3)? {
+            None => format!("reverses {original}, which is not in the ledger"),
+            Some(original_seq) => {
+                let original_kind: String = row.try_get(4)?;
+                let recorded: Option<String> = row.try_get(5)?;
+                format!(
+                    "reverses {original} (#{original_seq}, a {original_kind}); recorded as reversing {}; \
+                     same account: {}, same currency: {}, original earlier: {}",
+                    recorded.as_deref().unwrap_or("nothing"),
+                    row.try_get::<String, _>(6)? == row.try_get::<String, _>(7)?,
+                    row.try_get::<String, _>(8)? == row.try_get::<String, _>(9)?,
+                    original_seq < row.try_get::<i64, _>(0)?,
+                )
+            }
+        };
+        report.add(Finding::ReversalInconsistent { seq: row.try_get(0)?, provider_tx_id: row.try_get(1)?, reason });
+    }
+    let over_reversed = sqlx::query(
+        "SELECT o.seq, o.provider_tx_id, o.amount_minor, CAST(SUM(r.amount_minor) AS BIGINT)
+         FROM transactions o
+         JOIN transactions r ON r.provider_id = o.provider_id AND r.original_tx_id = o.provider_tx_id
+              AND r.kind IN ('rollback', 'chargeback')
+         GROUP BY o.seq, o.provider_tx_id, o.amount_minor
+         HAVING SUM(r.amount_minor) > o.amount_minor
+         ORDER BY o.seq",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in &over_reversed {
+        report.add(Finding::OverReversed {
+            seq: row.try_get(0)?,
+            provider_tx_id: row.try_get(1)?,
+            amount_minor: row.try_get(2)?,
+            reversed_minor: row.try_get(3)?,
+        });
+    }
+    Ok(())
 }
 
 fn check_transaction(stored: &Stored, report: &mut VerifyReport) {

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, Connection, Row};
 
-use super::{hash32, kind, nanos, Dialect, Result, StoreError};
+use super::{hash32, kind, nanos, printable, Dialect, Result, StoreError};
 use crate::ledger::{check_balanced, postings, Posting, PostingInput};
 use crate::model::{Kind, Transaction};
 use crate::money::{format_minor, CurrencyCode};
@@ -90,6 +90,9 @@ pub struct LedgerWriter {
     dialect: Dialect,
     provider_ids: HashMap<String, i64>,
     account_ids: HashMap<(String, CurrencyCode), i64>,
+    /// The exponent each currency is stored with (`currency_units`).
+    exponents: HashMap<CurrencyCode, u32>,
+    account_cache_max: usize,
 }
 
 /// A stored (or earlier in this group) transaction a reversal points at.
@@ -122,11 +125,24 @@ const LEDGER_WRITE_LOCK: i64 = 0x5e77_1e00;
 
 impl LedgerWriter {
     pub(super) fn new(connection: PoolConnection<Any>, dialect: Dialect) -> LedgerWriter {
-        LedgerWriter { connection, dialect, provider_ids: HashMap::new(), account_ids: HashMap::new() }
+        LedgerWriter {
+            connection,
+            dialect,
+            provider_ids: HashMap::new(),
+            account_ids: HashMap::new(),
+            exponents: HashMap::new(),
+            account_cache_max: ACCOUNT_CACHE_MAX,
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Caps the ledger-account id cache (default `ACCOUNT_CACHE_MAX`).
+    pub fn with_account_cache_max(mut self, account_cache_max: usize) -> LedgerWriter {
+        self.account_cache_max = account_cache_max;
+        self
     }
 
     /// Writes a group in one database transaction; one outcome per item, in order.
@@ -136,13 +152,21 @@ impl LedgerWriter {
             // Ids cached during a rolled-back transaction may not exist.
             self.provider_ids.clear();
             self.account_ids.clear();
+            self.exponents.clear();
         }
         result
     }
 
     async fn write_group(&mut self, items: &[Item], now: DateTime<Utc>) -> Result<Vec<Outcome>> {
         let now_ns = nanos(now)?;
-        let LedgerWriter { connection, provider_ids: provider_cache, account_ids, dialect } = self;
+        let LedgerWriter {
+            connection,
+            provider_ids: provider_cache,
+            account_ids,
+            exponents,
+            dialect,
+            account_cache_max,
+        } = self;
         let dialect = *dialect;
         // Take the ledger's write lock first: the seq and account ids handed out below are
         // then ours, and nothing can change between the checks and the inserts.
@@ -174,6 +198,15 @@ impl LedgerWriter {
         }
         let provider_ids = provider_cache.clone();
         let provider_id = |tx: &Transaction| provider_ids[&tx.provider];
+
+        // Each currency keeps the exponent it was first stored with.
+        for item in items {
+            if let Item::Transaction { valid, .. } = item {
+                if let std::collections::hash_map::Entry::Vacant(entry) = exponents.entry(valid.tx.currency) {
+                    entry.insert(stored_exponent(&mut tx, valid.tx.currency, valid.exponent).await?);
+                }
+            }
+        }
 
         // Decide each item in order. Reversals (rare) are checked one by one against the
         // ledger; everything else is inserted optimistically and sorted out afterwards.
@@ -208,6 +241,19 @@ impl LedgerWriter {
             };
             let pid = provider_id(&valid.tx);
             let key = (pid, valid.tx.provider_tx_id.as_str());
+            let stored_exponent = exponents[&valid.tx.currency];
+            if stored_exponent != valid.exponent {
+                decisions.push(Decision::Reject(Rejection::field(
+                    ErrorCode::InvalidAmount,
+                    "currency",
+                    format!(
+                        "{} is configured with exponent {} but the ledger stores it with {stored_exponent}: \
+                         fix the currency configuration, then replay",
+                        valid.tx.currency, valid.exponent
+                    ),
+                )));
+                continue;
+            }
             if let Some(&first) = first_of.get(&key) {
                 decisions.push(Decision::SameKeyAs(first));
                 continue;
@@ -315,13 +361,19 @@ impl LedgerWriter {
             check_balanced(&pair).map_err(|error| invariant(error.to_string()))?;
             legs.push((index, pair));
         }
-        intern_accounts(&mut tx, dialect, account_ids, items, &legs).await?;
+        intern_accounts(&mut tx, dialect, account_ids, *account_cache_max, items, &legs).await?;
         let mut deltas: HashMap<i64, i64> = HashMap::new();
         let mut rows: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(legs.len() * 2);
         for (index, pair) in &legs {
             let currency = transaction(items, *index).tx.currency;
             for (leg, posting) in pair.iter().enumerate() {
-                let account_id = account_ids[&(posting.account.name(), currency)];
+                let name = posting.account.name();
+                let account_id = *account_ids.get(&(name, currency)).ok_or_else(|| {
+                    StoreError::Invariant(format!(
+                        "ledger account {} {currency} was not interned",
+                        posting.account.name()
+                    ))
+                })?;
                 rows.push((seqs[index], leg as i64, account_id, posting.amount_minor));
                 let delta = deltas.entry(account_id).or_default();
                 *delta = delta
@@ -441,6 +493,26 @@ async fn select_by_keys<'k>(
     Ok(())
 }
 
+/// The exponent `currency` is stored with, recording `configured` if it is new.
+async fn stored_exponent(tx: &mut sqlx::AnyConnection, currency: CurrencyCode, configured: u32) -> Result<u32> {
+    let stored: Option<i64> = sqlx::query_scalar("SELECT exponent FROM currency_units WHERE code = $1")
+        .bind(currency.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    match stored {
+        Some(exponent) => u32::try_from(exponent)
+            .map_err(|_| StoreError::Corrupt(format!("currency {currency} has exponent {exponent}"))),
+        None => {
+            sqlx::query("INSERT INTO currency_units (code, exponent) VALUES ($1, $2)")
+                .bind(currency.as_str())
+                .bind(configured as i64)
+                .execute(&mut *tx)
+                .await?;
+            Ok(configured)
+        }
+    }
+}
+
 /// Seq and content hash of those of `keys` that are stored.
 async fn lookup_keys<'k>(
     tx: &mut sqlx::AnyConnection,
@@ -473,7 +545,7 @@ async fn insert_conflict(
     .bind(original_seq)
     .bind(valid.content_hash.to_vec())
     .bind(conflict_detail(valid))
-    .bind(&*origin.source)
+    .bind(printable(&origin.source).into_owned())
     .bind(origin.record as i64)
     .bind(origin.raw.as_slice())
     .bind(nanos(valid.tx.received_at)?)
@@ -561,9 +633,15 @@ async fn intern_accounts(
     tx: &mut sqlx::AnyConnection,
     dialect: Dialect,
     account_ids: &mut HashMap<(String, CurrencyCode), i64>,
+    account_cache_max: usize,
     items: &[Item],
     legs: &[(usize, [Posting; 2])],
 ) -> Result<()> {
+    // Room for every account this group can touch, made before anything is looked up, so
+    // that no account this group needs is evicted after it was found.
+    if account_ids.len() + 2 * legs.len() > account_cache_max {
+        account_ids.clear();
+    }
     let mut missing: HashSet<(String, CurrencyCode)> = HashSet::new();
     for (index, pair) in legs {
         let Item::Transaction { valid, .. } = &items[*index] else { unreachable!() };
@@ -576,9 +654,6 @@ async fn intern_accounts(
     }
     let mut missing: Vec<(String, CurrencyCode)> = missing.into_iter().collect();
     missing.sort_unstable();
-    if account_ids.len() + missing.len() > ACCOUNT_CACHE_MAX {
-        account_ids.clear();
-    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -665,13 +740,13 @@ async fn insert_dead_letter(
            code = excluded.code, field = excluded.field, message = excluded.message,
            attempts = dead_letters.attempts + 1, last_attempt_at_ns = excluded.last_attempt_at_ns, status = 'open'",
     )
-    .bind(provider)
-    .bind(&*origin.source)
+    .bind(printable(provider).into_owned())
+    .bind(printable(&origin.source).into_owned())
     .bind(origin.record as i64)
     .bind(unit.as_str())
     .bind(rejection.code.as_str())
-    .bind(rejection.field.as_deref())
-    .bind(rejection.message.as_str())
+    .bind(rejection.field.as_deref().map(|field| printable(field).into_owned()))
+    .bind(printable(&rejection.message).into_owned())
     .bind(&*origin.context)
     .bind(origin.raw.as_slice())
     .bind(crate::model::sha256(&origin.raw).to_vec())

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -53,6 +54,18 @@ struct CommitRequest {
 #[derive(Clone)]
 pub struct Committer {
     sender: mpsc::Sender<CommitRequest>,
+    stats: Arc<CommitStats>,
+}
+
+/// What the writer has committed since it started (the service exports these as metrics).
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Database transactions committed.
+    pub groups: AtomicU64,
+    /// Items (transactions and rejections) in them.
+    pub items: AtomicU64,
+    /// Callers' requests in them: above `groups` when requests shared a commit.
+    pub requests: AtomicU64,
 }
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -64,8 +77,13 @@ impl Committer {
     /// Starts the writer task; it ends when every `Committer` handle is dropped.
     pub fn spawn(writer: LedgerWriter, clock: Clock) -> (Committer, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(COMMIT_QUEUE_MAX);
-        let task = tokio::spawn(run_writer(writer, receiver, clock));
-        (Committer { sender }, task)
+        let stats = Arc::new(CommitStats::default());
+        let task = tokio::spawn(run_writer(writer, receiver, clock, stats.clone()));
+        (Committer { sender, stats }, task)
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
     }
 
     /// Queues items; the receiver yields their outcomes once they are durably committed.
@@ -84,7 +102,17 @@ impl Committer {
     }
 }
 
-async fn run_writer(mut writer: LedgerWriter, mut receiver: mpsc::Receiver<CommitRequest>, clock: Clock) {
+async fn run_writer(
+    mut writer: LedgerWriter,
+    mut receiver: mpsc::Receiver<CommitRequest>,
+    clock: Clock,
+    stats: Arc<CommitStats>,
+) {
+    let committed = |requests: usize, items: usize| {
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        stats.items.fetch_add(items as u64, Ordering::Relaxed);
+    };
     let mut group: Vec<CommitRequest> = Vec::new();
     while let Some(first) = receiver.recv().await {
         let mut size = first.items.len();
@@ -108,6 +136,7 @@ async fn run_writer(mut writer: LedgerWriter, mut receiver: mpsc::Receiver<Commi
         }
         match writer.write(&items, clock()).await {
             Ok(outcomes) => {
+                committed(replies.len(), items.len());
                 let mut outcomes = outcomes.into_iter();
                 for (reply, length) in replies.into_iter().zip(lengths) {
                     let _ = reply.send(Ok(outcomes.by_ref().take(length).collect()));
@@ -124,6 +153,9 @@ async fn run_writer(mut writer: LedgerWriter, mut receiver: mpsc::Receiver<Commi
                         tracing::error!(%error, items = own.len(), "ledger write failed");
                         CommitError::Store(Arc::new(error))
                     });
+                    if result.is_ok() {
+                        committed(1, own.len());
+                    }
                     let _ = reply.send(result);
                 }
             }

@@ -269,6 +269,12 @@ store_test!(concurrent_callers_share_group_commits, |store: Store| async move {
     }
     assert_eq!(store.counts().await.unwrap().transactions, 4000);
     assert!(store.verify().await.unwrap().is_clean());
+    // 40 requests were made durable by fewer commits: callers shared database transactions.
+    let stats = committer.stats();
+    assert_eq!(stats.requests.load(std::sync::atomic::Ordering::Relaxed), 40);
+    assert_eq!(stats.items.load(std::sync::atomic::Ordering::Relaxed), 4000);
+    let groups = stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(groups < 40, "{groups} commits for 40 concurrent requests");
 });
 
 // Regressions found in review; each runs on both stores.

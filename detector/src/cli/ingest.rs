@@ -102,7 +102,12 @@ fn progress_bar(path: &std::path::Path) -> Option<ProgressBar> {
     }
     let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {pos} records committed ({per_sec}) {elapsed}")
+        ProgressStyle::with_template("{spinner} {msg} {pos} records committed ({rate} records/s) {elapsed}")
+            .map(|style| {
+                style.with_key("rate", |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                    let _ = write!(out, "{:.0}", state.per_sec());
+                })
+            })
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.set_message(path.display().to_string());

@@ -7,7 +7,6 @@ use std::collections::VecDeque;
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rust_decimal::Decimal;
 
 use crate::model::{sha256, Kind, Transaction};
 use crate::money::{from_minor, CurrencyCode};
@@ -59,15 +58,6 @@ impl Generator {
             recent: VecDeque::with_capacity(RECENT_MAX),
             config,
         }
-    }
-
-    pub fn provider_names(&self) -> &[String] {
-        &self.providers
-    }
-
-    /// The exponent of every currency this generator uses.
-    pub fn currencies(&self) -> &[(CurrencyCode, u32)] {
-        &self.currencies
     }
 
     pub fn next_transaction(&mut self) -> Transaction {
@@ -142,11 +132,6 @@ impl Iterator for Generator {
     fn next(&mut self) -> Option<Transaction> {
         Some(self.next_transaction())
     }
-}
-
-/// Sum of a batch's amounts by currency, for tests.
-pub fn amount_total(transactions: &[Transaction], currency: CurrencyCode) -> Decimal {
-    transactions.iter().filter(|tx| tx.currency == currency).map(|tx| tx.amount).sum()
 }
 
 #[cfg(test)]

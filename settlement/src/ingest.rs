@@ -261,10 +261,6 @@ impl Ingestor {
         })
     }
 
-    pub fn committer(&self) -> &Committer {
-        &self.committer
-    }
-
     /// Ingests a file: recognised by checksum if it was ingested before, otherwise streamed
     /// through its provider's adapter. `progress` is called after every durable commit.
     pub async fn ingest_file(

@@ -9,11 +9,11 @@ use anyhow::Context as _;
 use chrono::{NaiveDate, Utc};
 use settlement::config::Config;
 use settlement::ingest::FileOptions;
-use settlement::statement::{statement, Period};
+use settlement::statement::Period;
 use settlement::store::{DeadLetterFilter, DeadLetterStatus, Store};
 
 use super::ingest::{describe, Session};
-use super::settle::statement_table;
+use super::settle::{provider_statement, statement_table};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -58,8 +58,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.store.url).await?;
     for provider in &config.providers {
         let period = Period::day(args.period, provider.timezone()?)?;
-        let totals = store.kind_totals(&provider.name, period.from, period.to).await?;
-        println!("\n{}", statement_table(&statement(&provider.name, period, provider.revenue_share, &totals)?));
+        println!("\n{}", statement_table(&provider_statement(&store, provider, period).await?));
     }
     let open = store
         .dead_letters(&DeadLetterFilter { provider: None, status: Some(DeadLetterStatus::Open), limit: 100 })

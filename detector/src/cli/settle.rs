@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
+use settlement::config::ProviderConfig;
 use settlement::money::format_minor;
 use settlement::statement::{fixed, statement, CurrencyStatement, Line, Period, Statement};
+use settlement::store::Store;
 
 #[derive(clap::Args)]
 pub struct SettleArgs {
@@ -40,15 +42,22 @@ pub async fn run(context: &super::Context, args: SettleArgs) -> anyhow::Result<E
         _ => bail!("give either --period YYYY-MM-DD or --from and --to"),
     };
     let store = context.store(&config).await?;
-    let totals = store.kind_totals(&provider.name, period.from, period.to).await?;
+    let statement = provider_statement(&store, provider, period).await;
     store.close().await;
-    let statement = statement(&provider.name, period, provider.revenue_share, &totals)?;
+    let statement = statement?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&statement_json(&statement))?);
     } else {
         print!("{}", statement_table(&statement));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A provider's statement for a period: the store's per-kind totals through the pure
+/// statement arithmetic.
+pub async fn provider_statement(store: &Store, provider: &ProviderConfig, period: Period) -> anyhow::Result<Statement> {
+    let totals = store.kind_totals(&provider.name, period.from, period.to).await?;
+    Ok(statement(&provider.name, period, provider.revenue_share, &totals)?)
 }
 
 /// Reads one line of a currency's statement.

@@ -143,10 +143,6 @@ impl Store {
         Ok(Store { pool, dialect })
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -135,10 +135,6 @@ impl LedgerWriter {
         }
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     /// Caps the ledger-account id cache (default `ACCOUNT_CACHE_MAX`).
     pub fn with_account_cache_max(mut self, account_cache_max: usize) -> LedgerWriter {
         self.account_cache_max = account_cache_max;

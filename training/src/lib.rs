@@ -7,7 +7,9 @@
 //! that was saved. This crate knows nothing of transactions: it sees rows of `f64`
 //! features; the feature schema a model was trained on travels in its artifact metadata.
 
+pub mod dataset;
 pub mod error;
+pub mod metrics;
 pub mod model;
 
 pub use error::TrainingError;

@@ -117,8 +117,8 @@ pub fn read_csv(name: &str, input: impl Read, options: &DatasetOptions) -> Resul
         if let (Some(index), Some(labels)) = (label_index, labels.as_mut()) {
             let cell = record.get(index).unwrap_or("").trim();
             labels.push(match cell.parse::<f64>() {
-                Ok(value) if value == 0.0 => false,
-                Ok(value) if value == 1.0 => true,
+                Ok(0.0) => false,
+                Ok(1.0) => true,
                 _ => {
                     return Err(DatasetError::BadLabel {
                         path: name.to_string(),

@@ -1,0 +1,159 @@
+//! An ensemble of detectors whose scores are made comparable by rank calibration and then
+//! combined. Different detectors see different kinds of anomaly (isolated points, extreme
+//! tails of one feature, points far from every cluster, points off the main linear
+//! structure); averaging their calibrated scores keeps what each sees while no single one's
+//! blind spot decides. The members and the combination are chosen once, with the same
+//! defaults everywhere (see BENCHMARKS.md for the protocol), never per dataset.
+//!
+//! The ensemble's explanation adds up the members' explanations: each member's per-feature
+//! contributions are rescaled to sum to that member's share of the ensemble score, so the
+//! ensemble's contributions sum to its score and a feature weighs in proportion to how much
+//! the members that flagged the row relied on it.
+
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::Calibration;
+use crate::{Model, TrainingError};
+
+/// Members one ensemble may hold (scoring combines them on the stack, without allocating).
+pub const MEMBERS_MAX: usize = 16;
+
+/// A fitted model with the calibration of its raw scores on its training rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CalibratedModel<M> {
+    pub model: M,
+    pub calibration: Calibration,
+}
+
+impl<M: Model> CalibratedModel<M> {
+    /// Calibrates `model` on its raw scores over `rows` (its training rows).
+    pub fn calibrate(model: M, rows: ArrayView2<'_, f64>) -> Result<Self, TrainingError> {
+        let scores = model.score_rows(rows);
+        let calibration = Calibration::fit(scores.as_slice().expect("a fresh array is contiguous"))?;
+        Ok(Self { model, calibration })
+    }
+
+    /// The calibrated score of `row`, in [0, 1].
+    pub fn score(&self, row: &[f64]) -> f64 {
+        self.calibration.calibrate(self.model.score(row))
+    }
+}
+
+/// How the members' calibrated scores become one score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combination {
+    /// The arithmetic mean.
+    Mean,
+    /// The median: one member's extreme score alone cannot raise it.
+    Median,
+}
+
+/// Calibrated members and the rule that combines them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ensemble<M> {
+    members: Vec<CalibratedModel<M>>,
+    combination: Combination,
+}
+
+impl<M: Model> Ensemble<M> {
+    /// An ensemble over already calibrated members, which must agree on the feature count.
+    pub fn new(members: Vec<CalibratedModel<M>>, combination: Combination) -> Result<Self, TrainingError> {
+        let ensemble = Self { members, combination };
+        ensemble.check().map_err(TrainingError::InvalidData)?;
+        Ok(ensemble)
+    }
+
+    /// Fits the calibration of each of `models` on `rows` and combines them.
+    pub fn calibrate(models: Vec<M>, rows: ArrayView2<'_, f64>, combination: Combination) -> Result<Self, TrainingError> {
+        let members = models.into_iter().map(|model| CalibratedModel::calibrate(model, rows)).collect::<Result<_, _>>()?;
+        Self::new(members, combination)
+    }
+
+    /// The structural checks of a deserialised ensemble.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(first) = self.members.first() else {
+            return Err("an ensemble needs at least one member".into());
+        };
+        if self.members.len() > MEMBERS_MAX {
+            return Err(format!("{} members, at most {MEMBERS_MAX}", self.members.len()));
+        }
+        for (index, member) in self.members.iter().enumerate() {
+            if member.model.n_features() != first.model.n_features() {
+                return Err(format!(
+                    "member {index} has {} features, member 0 has {}",
+                    member.model.n_features(),
+                    first.model.n_features()
+                ));
+            }
+            member.calibration.check().map_err(|reason| format!("member {index}: {reason}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn members(&self) -> &[CalibratedModel<M>] {
+        &self.members
+    }
+
+    pub fn combination(&self) -> Combination {
+        self.combination
+    }
+
+    /// Each member's calibrated score of `row`, written into `scores` (one per member).
+    pub fn member_scores(&self, row: &[f64], scores: &mut [f64]) {
+        for (member, score) in self.members.iter().zip(scores.iter_mut()) {
+            *score = member.score(row);
+        }
+    }
+
+    fn combine(&self, scores: &mut [f64]) -> f64 {
+        match self.combination {
+            Combination::Mean => scores.iter().sum::<f64>() / scores.len() as f64,
+            Combination::Median => {
+                scores.sort_unstable_by(f64::total_cmp);
+                let middle = scores.len() / 2;
+                if scores.len() % 2 == 1 {
+                    scores[middle]
+                } else {
+                    (scores[middle - 1] + scores[middle]) / 2.0
+                }
+            }
+        }
+    }
+}
+
+impl<M: Model> Model for Ensemble<M> {
+    fn n_features(&self) -> usize {
+        self.members[0].model.n_features()
+    }
+
+    /// The combined calibrated score, in [0, 1].
+    fn score(&self, row: &[f64]) -> f64 {
+        let mut scores = [0.0; MEMBERS_MAX];
+        let scores = &mut scores[..self.members.len()];
+        self.member_scores(row, scores);
+        self.combine(scores)
+    }
+
+    /// Sums the members' explanations, each rescaled to its share of the score (its calibrated
+    /// score over the member count); negative contributions count as zero, and a member that
+    /// attributes nothing spreads its share evenly.
+    fn explain(&self, row: &[f64], contributions: &mut [f64]) {
+        contributions.fill(0.0);
+        let mut member_contributions = vec![0.0; contributions.len()];
+        let share_per_score = 1.0 / self.members.len() as f64;
+        for member in &self.members {
+            let share = member.score(row) * share_per_score;
+            member.model.explain(row, &mut member_contributions);
+            let positive: f64 = member_contributions.iter().map(|value| value.max(0.0)).sum();
+            for (total, value) in contributions.iter_mut().zip(&member_contributions) {
+                *total += if positive > 0.0 && positive.is_finite() {
+                    value.max(0.0) / positive * share
+                } else {
+                    share / member_contributions.len() as f64
+                };
+            }
+        }
+    }
+}

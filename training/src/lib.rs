@@ -9,6 +9,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod isolation_forest;
 pub mod metrics;
 pub mod model;
 

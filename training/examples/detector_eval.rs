@@ -1,0 +1,69 @@
+//! Quick development check of one detector on labelled CSV files: mean ROC-AUC over seeds,
+//! fit seconds and single-threaded scoring rows/s. The real side-by-side evaluation is
+//! `settlewatch eval`; this exists so a detector can be checked without the CLI.
+//!
+//! `cargo run --release -p training --example detector_eval -- iforest 5 FILE.csv.gz...`
+
+use std::path::Path;
+use std::time::Instant;
+
+use ndarray::ArrayView2;
+use training::dataset::{load_csv, DatasetOptions};
+use training::isolation_forest::IsolationForestParams;
+use training::metrics::{average_precision, roc_auc};
+use training::{Fit, Model};
+
+fn run<P: Fit>(params: &P, rows: ArrayView2<'_, f64>, labels: &[bool], seed: u64) -> (f64, f64, f64, f64) {
+    let started = Instant::now();
+    let model = params.fit(rows, seed).expect("fit");
+    let fit_seconds = started.elapsed().as_secs_f64();
+    // SCORE_REPEAT=N scores N times (for CPU-time measurements on a busy machine).
+    let repeat: usize = std::env::var("SCORE_REPEAT").ok().and_then(|value| value.parse().ok()).unwrap_or(1);
+    let started = Instant::now();
+    let mut scores = model.score_rows(rows);
+    for _ in 1..repeat {
+        scores = model.score_rows(rows);
+    }
+    let score_seconds = started.elapsed().as_secs_f64() / repeat as f64;
+    let scores = scores.to_vec();
+    let auc = roc_auc(&scores, labels).expect("auc");
+    let ap = average_precision(&scores, labels).expect("ap");
+    (auc, ap, fit_seconds, rows.nrows() as f64 / score_seconds)
+}
+
+fn main() {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let detector = arguments[0].clone();
+    let seeds: u64 = arguments[1].parse().expect("seeds");
+    let options = DatasetOptions { label_column: Some("label".into()), ignore_columns: vec![] };
+    println!("dataset\tdetector\troc_auc\tap\tfit_s\trows_per_s\tper_seed");
+    for path in &arguments[2..] {
+        let dataset = load_csv(Path::new(path), &options).expect("dataset");
+        let labels = dataset.labels.clone().expect("labels");
+        let rows = dataset.rows.view();
+        let mut results = Vec::new();
+        for seed in 0..seeds {
+            let result = match detector.as_str() {
+                "iforest" => run(&IsolationForestParams::default(), rows, &labels, seed),
+                other => panic!("unknown detector {other}"),
+            };
+            results.push(result);
+        }
+        let count = results.len() as f64;
+        let mean = |pick: fn(&(f64, f64, f64, f64)) -> f64| results.iter().map(pick).sum::<f64>() / count;
+        let mut fits: Vec<f64> = results.iter().map(|r| r.2).collect();
+        fits.sort_by(f64::total_cmp);
+        let mut speeds: Vec<f64> = results.iter().map(|r| r.3).collect();
+        speeds.sort_by(f64::total_cmp);
+        let name = Path::new(path).file_name().unwrap().to_string_lossy().replace(".csv.gz", "");
+        let per_seed: Vec<String> = results.iter().map(|r| format!("{:.4}", r.0)).collect();
+        println!(
+            "{name}\t{detector}\t{:.4}\t{:.4}\t{:.5}\t{:.0}\t{}",
+            mean(|r| r.0),
+            mean(|r| r.1),
+            fits[fits.len() / 2],
+            speeds[speeds.len() / 2],
+            per_seed.join(";")
+        );
+    }
+}

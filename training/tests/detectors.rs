@@ -1,0 +1,179 @@
+//! Behaviour every detector must show: bad parameters rejected by name, an obvious outlier
+//! ranked first and explained by the feature that was perturbed, determinism by seed, an
+//! identical model after a serde round trip, batch scoring equal to row scoring, and no
+//! panic on degenerate data (constant columns, duplicate rows, fewer rows than a subsample).
+
+use ndarray::{Array2, ArrayView2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use training::isolation_forest::{IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
+use training::{Fit, Model, TrainingError};
+
+/// The perturbed row and feature of [`rows_with_outlier`].
+const OUTLIER_ROW: usize = 17;
+const OUTLIER_FEATURE: usize = 2;
+
+/// 300 rows of 4 roughly normal features (sums of uniforms, unit scale), with row
+/// `OUTLIER_ROW` moved 8 standard deviations along `OUTLIER_FEATURE` only.
+fn rows_with_outlier(seed: u64) -> Array2<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rows = Array2::from_shape_fn((300, 4), |_| (0..12).map(|_| rng.gen::<f64>()).sum::<f64>() - 6.0);
+    rows[[OUTLIER_ROW, OUTLIER_FEATURE]] = 8.0;
+    rows
+}
+
+fn scores<M: Model>(model: &M, rows: ArrayView2<'_, f64>) -> Vec<f64> {
+    rows.rows().into_iter().map(|row| model.score(row.as_slice().unwrap())).collect()
+}
+
+fn argmax(values: &[f64]) -> usize {
+    (0..values.len()).max_by(|&a, &b| values[a].total_cmp(&values[b])).unwrap()
+}
+
+fn assert_invalid_parameter<P: Fit>(params: P, expected_name: &str) {
+    match params.check() {
+        Err(TrainingError::InvalidParameter { name, .. }) => assert_eq!(name, expected_name),
+        other => panic!("expected invalid {expected_name}, got {other:?}"),
+    }
+    let rows = rows_with_outlier(0);
+    assert!(matches!(params.fit(rows.view(), 0), Err(TrainingError::InvalidParameter { .. })));
+}
+
+/// The outlier scores highest, its explanation peaks on the perturbed feature, and batch
+/// scoring equals row-by-row scoring.
+fn check_outlier_found_and_explained<P: Fit>(params: &P) {
+    let rows = rows_with_outlier(1);
+    let model = params.fit(rows.view(), 7).unwrap();
+    assert_eq!(model.n_features(), 4);
+    let row_scores = scores(&model, rows.view());
+    assert_eq!(argmax(&row_scores), OUTLIER_ROW, "scores {row_scores:?}");
+    let batch_scores = model.score_rows(rows.view()).to_vec();
+    for (row, (single, batch)) in row_scores.iter().zip(&batch_scores).enumerate() {
+        assert!((single - batch).abs() <= 1e-12 * single.abs().max(1.0), "row {row}: {single} vs {batch}");
+    }
+    let mut contributions = vec![f64::NAN; 4];
+    model.explain(rows.row(OUTLIER_ROW).as_slice().unwrap(), &mut contributions);
+    assert!(contributions.iter().all(|value| value.is_finite()), "{contributions:?}");
+    assert_eq!(argmax(&contributions), OUTLIER_FEATURE, "contributions {contributions:?}");
+}
+
+/// Same seed, same scores; the serde round trip scores bit for bit the same.
+fn check_deterministic_and_round_trips<P>(params: &P)
+where
+    P: Fit,
+    P::Model: Serialize + DeserializeOwned,
+{
+    let rows = rows_with_outlier(2);
+    let first = params.fit(rows.view(), 11).unwrap();
+    let second = params.fit(rows.view(), 11).unwrap();
+    let first_scores = scores(&first, rows.view());
+    assert_eq!(first_scores, scores(&second, rows.view()));
+    let json = serde_json::to_string(&first).unwrap();
+    let loaded: P::Model = serde_json::from_str(&json).unwrap();
+    assert_eq!(first_scores, scores(&loaded, rows.view()));
+    let mut before = vec![0.0; 4];
+    let mut after = vec![0.0; 4];
+    first.explain(rows.row(3).as_slice().unwrap(), &mut before);
+    loaded.explain(rows.row(3).as_slice().unwrap(), &mut after);
+    assert_eq!(before, after);
+}
+
+/// Constant columns, all-duplicate rows, one row, a few rows: fits, finite scores and
+/// explanations, no panic.
+fn check_degenerate_data<P: Fit>(params: &P) {
+    let mut constant_column = rows_with_outlier(3);
+    constant_column.column_mut(1).fill(5.0);
+    let duplicates = Array2::from_elem((50, 3), 1.5);
+    let one_row = Array2::from_shape_vec((1, 3), vec![1.0, 2.0, 3.0]).unwrap();
+    let few_rows = Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 1.0, 2.0, 4.0, -1.0]).unwrap();
+    for rows in [constant_column, duplicates, one_row, few_rows] {
+        let model = params.fit(rows.view(), 5).unwrap();
+        let mut contributions = vec![0.0; rows.ncols()];
+        for row in rows.rows() {
+            let row = row.as_slice().unwrap();
+            assert!(model.score(row).is_finite(), "score of {row:?}");
+            model.explain(row, &mut contributions);
+            assert!(contributions.iter().all(|value| value.is_finite()), "{contributions:?}");
+        }
+        // A value never seen in training is scored too.
+        let unseen = vec![1e6; rows.ncols()];
+        assert!(model.score(&unseen).is_finite());
+    }
+}
+
+/// Non-finite training values are rejected naming the row and feature.
+fn check_rejects_non_finite<P: Fit>(params: &P) {
+    let mut rows = rows_with_outlier(4);
+    rows[[5, 1]] = f64::NAN;
+    let error = match params.fit(rows.view(), 0) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("a NaN feature was accepted"),
+    };
+    assert!(error.contains("row 5, feature 1"), "{error}");
+}
+
+#[test]
+fn isolation_forest_rejects_bad_parameters() {
+    assert_invalid_parameter(IsolationForestParams { trees: 0, ..Default::default() }, "trees");
+    assert_invalid_parameter(IsolationForestParams { trees: TREES_MAX + 1, ..Default::default() }, "trees");
+    assert_invalid_parameter(IsolationForestParams { subsample_rows: 1, ..Default::default() }, "subsample_rows");
+    let too_many = SUBSAMPLE_ROWS_MAX + 1;
+    assert_invalid_parameter(
+        IsolationForestParams { subsample_rows: too_many, ..Default::default() },
+        "subsample_rows",
+    );
+    assert!(IsolationForestParams::default().check().is_ok());
+}
+
+#[test]
+fn isolation_forest_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&IsolationForestParams::default());
+    // Trees not a multiple of the four walked together, and a small subsample.
+    check_outlier_found_and_explained(&IsolationForestParams { trees: 37, subsample_rows: 64 });
+}
+
+#[test]
+fn isolation_forest_is_deterministic_and_round_trips() {
+    check_deterministic_and_round_trips(&IsolationForestParams::default());
+    let rows = rows_with_outlier(2);
+    let params = IsolationForestParams::default();
+    let (a, b) = (params.fit(rows.view(), 1).unwrap(), params.fit(rows.view(), 2).unwrap());
+    assert_ne!(scores(&a, rows.view()), scores(&b, rows.view()), "the seed must matter");
+}
+
+#[test]
+fn isolation_forest_survives_degenerate_data() {
+    check_degenerate_data(&IsolationForestParams::default());
+    check_rejects_non_finite(&IsolationForestParams::default());
+}
+
+#[test]
+fn isolation_forest_scores_like_the_literature() {
+    // Scores lie in (0, 1]; an average row scores near 0.5 or below, the outlier well above.
+    let rows = rows_with_outlier(6);
+    let model = IsolationForestParams::default().fit(rows.view(), 3).unwrap();
+    let all = scores(&model, rows.view());
+    assert!(all.iter().all(|score| *score > 0.0 && *score <= 1.0));
+    let mut sorted = all.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(sorted[150] < 0.5, "median score {}", sorted[150]);
+    assert!(all[OUTLIER_ROW] > 0.6, "outlier score {}", all[OUTLIER_ROW]);
+    // Explanations add up to c(psi) - E[h(x)], which the score is 2^(-E[h]/c(psi)) of.
+    let mut contributions = vec![0.0; 4];
+    model.explain(rows.row(OUTLIER_ROW).as_slice().unwrap(), &mut contributions);
+    let c = training::isolation_forest::average_path_length(model.subsample());
+    let mean_path = -all[OUTLIER_ROW].log2() * c;
+    let total: f64 = contributions.iter().sum();
+    assert!((total - (c - mean_path)).abs() < 1e-9, "{total} vs {}", c - mean_path);
+}
+
+#[test]
+fn average_path_length_matches_the_reference_values() {
+    use training::isolation_forest::average_path_length;
+    assert_eq!(average_path_length(1), 0.0);
+    assert_eq!(average_path_length(2), 1.0);
+    // scikit-learn's _average_path_length([256]) = 10.244770920119917
+    assert!((average_path_length(256) - 10.244_770_920_119_917).abs() < 1e-12);
+}

@@ -112,8 +112,7 @@ mod tests {
     fn calibrated_scores_are_monotone_and_in_unit_interval() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         // Heavy ties (rounded values) and a long tail, more rows than quantiles kept.
-        let scores: Vec<f64> =
-            (0..5_000).map(|_| (rng.gen::<f64>().powi(3) * 40.0).round() / 4.0 - 2.0).collect();
+        let scores: Vec<f64> = (0..5_000).map(|_| (rng.gen::<f64>().powi(3) * 40.0).round() / 4.0 - 2.0).collect();
         let calibration = Calibration::fit(&scores).unwrap();
         assert_eq!(calibration.quantiles().len(), QUANTILES_MAX);
         calibration.check().unwrap();
@@ -123,7 +122,14 @@ mod tests {
         let calibrated: Vec<f64> = probes.iter().map(|&score| calibration.calibrate(score)).collect();
         assert!(calibrated.iter().all(|value| (0.0..=1.0).contains(value)));
         for (pair, probe) in calibrated.windows(2).zip(probes.windows(2)) {
-            assert!(pair[0] <= pair[1], "not monotone between {} → {} and {} → {}", probe[0], pair[0], probe[1], pair[1]);
+            assert!(
+                pair[0] <= pair[1],
+                "not monotone between {} → {} and {} → {}",
+                probe[0],
+                pair[0],
+                probe[1],
+                pair[1]
+            );
         }
         assert_eq!(calibration.calibrate(-100.0), 0.0);
         assert_eq!(calibration.calibrate(100.0), 1.0);

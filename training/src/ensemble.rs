@@ -66,8 +66,13 @@ impl<M: Model> Ensemble<M> {
     }
 
     /// Fits the calibration of each of `models` on `rows` and combines them.
-    pub fn calibrate(models: Vec<M>, rows: ArrayView2<'_, f64>, combination: Combination) -> Result<Self, TrainingError> {
-        let members = models.into_iter().map(|model| CalibratedModel::calibrate(model, rows)).collect::<Result<_, _>>()?;
+    pub fn calibrate(
+        models: Vec<M>,
+        rows: ArrayView2<'_, f64>,
+        combination: Combination,
+    ) -> Result<Self, TrainingError> {
+        let members =
+            models.into_iter().map(|model| CalibratedModel::calibrate(model, rows)).collect::<Result<_, _>>()?;
         Self::new(members, combination)
     }
 

@@ -7,11 +7,16 @@
 //! that was saved. This crate knows nothing of transactions: it sees rows of `f64`
 //! features; the feature schema a model was trained on travels in its artifact metadata.
 
+pub mod any_model;
+pub mod artifact;
+pub mod calibration;
 pub mod dataset;
+pub mod ensemble;
 pub mod error;
 pub mod isolation_forest;
 pub mod metrics;
 pub mod model;
+pub mod thresholds;
 
 pub use error::TrainingError;
 pub use model::{Fit, Model};

@@ -1,0 +1,162 @@
+//! The closed set of detectors, as one type: [`ModelKind`] names them (as the CLI and the
+//! artifact spell them), [`AnyParams`] holds one's checked hyper-parameters and [`AnyModel`]
+//! one fitted model. An ensemble and an artifact hold `AnyModel`s, so a saved model names
+//! its own kind (`"kind": "iforest"`) and loads without the caller knowing what it is.
+
+use ndarray::{Array1, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use crate::ensemble::{Combination, Ensemble};
+use crate::isolation_forest::{IsolationForest, IsolationForestParams};
+use crate::{Fit, Model, TrainingError};
+
+/// A detector's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Isolation Forest.
+    Iforest,
+}
+
+impl ModelKind {
+    /// Every detector, in the order tables list them.
+    pub const ALL: &'static [ModelKind] = &[ModelKind::Iforest];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Iforest => "iforest",
+        }
+    }
+
+    /// The kind called `name` (as [`ModelKind::name`] spells it).
+    pub fn parse(name: &str) -> Option<ModelKind> {
+        Self::ALL.iter().copied().find(|kind| kind.name() == name)
+    }
+
+    /// The default hyper-parameters: the literature's, the same for every dataset.
+    pub fn default_params(self) -> AnyParams {
+        match self {
+            ModelKind::Iforest => AnyParams::Iforest(IsolationForestParams::default()),
+        }
+    }
+}
+
+/// One detector's hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AnyParams {
+    Iforest(IsolationForestParams),
+}
+
+impl AnyParams {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            AnyParams::Iforest(_) => ModelKind::Iforest,
+        }
+    }
+}
+
+impl Fit for AnyParams {
+    type Model = AnyModel;
+
+    fn check(&self) -> Result<(), TrainingError> {
+        match self {
+            AnyParams::Iforest(params) => params.check(),
+        }
+    }
+
+    fn fit(&self, rows: ArrayView2<'_, f64>, seed: u64) -> Result<AnyModel, TrainingError> {
+        Ok(match self {
+            AnyParams::Iforest(params) => AnyModel::Iforest(params.fit(rows, seed)?),
+        })
+    }
+}
+
+/// One fitted detector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AnyModel {
+    Iforest(IsolationForest),
+}
+
+impl AnyModel {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            AnyModel::Iforest(_) => ModelKind::Iforest,
+        }
+    }
+}
+
+/// Dispatches to the fitted detector; `match` on a closed enum keeps scoring free of
+/// virtual calls and allocation.
+macro_rules! dispatch {
+    ($self:expr, $model:ident => $body:expr) => {
+        match $self {
+            AnyModel::Iforest($model) => $body,
+        }
+    };
+}
+
+impl Model for AnyModel {
+    fn n_features(&self) -> usize {
+        dispatch!(self, model => model.n_features())
+    }
+
+    fn score(&self, row: &[f64]) -> f64 {
+        dispatch!(self, model => model.score(row))
+    }
+
+    fn explain(&self, row: &[f64], contributions: &mut [f64]) {
+        dispatch!(self, model => model.explain(row, contributions))
+    }
+
+    fn score_rows(&self, rows: ArrayView2<'_, f64>) -> Array1<f64> {
+        dispatch!(self, model => model.score_rows(rows))
+    }
+}
+
+/// The ensemble's members and combination: the defaults every dataset gets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleParams {
+    pub members: Vec<AnyParams>,
+    pub combination: Combination,
+}
+
+impl EnsembleParams {
+    /// A one-member "ensemble": a single calibrated detector, so that every artifact has the
+    /// same shape and every score is in [0, 1].
+    pub fn single(params: AnyParams) -> Self {
+        EnsembleParams { members: vec![params], combination: Combination::Mean }
+    }
+}
+
+impl Default for EnsembleParams {
+    /// The default ensemble (chosen once on the development datasets; see BENCHMARKS.md).
+    fn default() -> Self {
+        EnsembleParams {
+            members: [ModelKind::Iforest].iter().map(|kind| kind.default_params()).collect(),
+            combination: Combination::Mean,
+        }
+    }
+}
+
+impl Fit for EnsembleParams {
+    type Model = Ensemble<AnyModel>;
+
+    fn check(&self) -> Result<(), TrainingError> {
+        if self.members.is_empty() || self.members.len() > crate::ensemble::MEMBERS_MAX {
+            return Err(TrainingError::InvalidParameter {
+                name: "members",
+                reason: format!("{} members, 1 to {} allowed", self.members.len(), crate::ensemble::MEMBERS_MAX),
+            });
+        }
+        self.members.iter().try_for_each(Fit::check)
+    }
+
+    /// Fits every member on `rows` with the same seed, then calibrates each on its scores of `rows`.
+    fn fit(&self, rows: ArrayView2<'_, f64>, seed: u64) -> Result<Ensemble<AnyModel>, TrainingError> {
+        self.check()?;
+        let models = self.members.iter().map(|params| params.fit(rows, seed)).collect::<Result<Vec<_>, _>>()?;
+        Ensemble::calibrate(models, rows, self.combination)
+    }
+}

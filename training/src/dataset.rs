@@ -45,20 +45,35 @@ pub enum DatasetError {
     Shape { path: String, reason: String },
 }
 
-/// Reads `path` (CSV with a header row, optionally gzip-compressed).
-pub fn load_csv(path: &Path, options: &DatasetOptions) -> Result<Dataset, DatasetError> {
-    let name = path.display().to_string();
-    let io = |source| DatasetError::Io { path: name.clone(), source };
+/// Opens `path` as plain text or, by its magic bytes, gzip.
+fn open(path: &Path) -> Result<Box<dyn Read>, DatasetError> {
+    let io = |source| DatasetError::Io { path: path.display().to_string(), source };
     let mut file = BufReader::new(File::open(path).map_err(io)?);
     let mut magic = [0u8; 2];
     let read = file.read(&mut magic).map_err(io)?;
     let prefix = std::io::Cursor::new(magic[..read].to_vec());
-    let stream: Box<dyn Read> = if read == 2 && magic == [0x1f, 0x8b] {
+    Ok(if read == 2 && magic == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(prefix.chain(file)))
     } else {
         Box::new(prefix.chain(file))
-    };
-    read_csv(&name, stream, options)
+    })
+}
+
+/// Reads `path` (CSV with a header row, optionally gzip-compressed).
+pub fn load_csv(path: &Path, options: &DatasetOptions) -> Result<Dataset, DatasetError> {
+    read_csv(&path.display().to_string(), open(path)?, options)
+}
+
+/// The column names of `path`'s header row (to decide which columns to read).
+pub fn read_header(path: &Path) -> Result<Vec<String>, DatasetError> {
+    let name = path.display().to_string();
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(open(path)?);
+    let header = reader.headers().map_err(|error| DatasetError::Csv {
+        path: name.clone(),
+        line: error.position().map_or(1, |position| position.line()),
+        reason: error.to_string(),
+    })?;
+    Ok(header.iter().map(|column| column.trim().trim_matches('"').to_string()).collect())
 }
 
 /// Reads CSV from any reader; `name` is used in errors.

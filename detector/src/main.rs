@@ -42,6 +42,10 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// Ingest the bundled sample files of three providers and print their settlement.
     Demo(cli::demo::DemoArgs),
+    /// Evaluate anomaly detectors on labelled CSV files (ROC-AUC, AP, precision@k, speed).
+    Eval(cli::eval::EvalArgs),
+    /// Train an anomaly model on feature rows (CSV or store) and save it as an artifact.
+    Train(cli::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,8 @@ fn main() -> ExitCode {
             Command::Verify => cli::verify::run(&context).await,
             Command::Bench(command) => cli::bench::run(command).await,
             Command::Demo(command) => cli::demo::run(command).await,
+            Command::Eval(command) => cli::eval::run(command),
+            Command::Train(command) => cli::train::run(command).await,
         }
     });
     match result {

@@ -9,8 +9,10 @@ use settlement::store::Store;
 pub mod bench;
 pub mod dead_letter;
 pub mod demo;
+pub mod eval;
 pub mod ingest;
 pub mod settle;
+pub mod train;
 pub mod verify;
 
 pub struct Context {

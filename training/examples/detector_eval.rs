@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use ndarray::ArrayView2;
 use training::dataset::{load_csv, DatasetOptions};
+use training::ecod::EcodParams;
 use training::isolation_forest::IsolationForestParams;
 use training::metrics::{average_precision, roc_auc};
 use training::{Fit, Model};
@@ -45,6 +46,7 @@ fn main() {
         for seed in 0..seeds {
             let result = match detector.as_str() {
                 "iforest" => run(&IsolationForestParams::default(), rows, &labels, seed),
+                "ecod" => run(&EcodParams::default(), rows, &labels, seed),
                 other => panic!("unknown detector {other}"),
             };
             results.push(result);

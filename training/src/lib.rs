@@ -8,6 +8,7 @@
 //! features; the feature schema a model was trained on travels in its artifact metadata.
 
 pub mod dataset;
+pub mod ecod;
 pub mod error;
 pub mod isolation_forest;
 pub mod metrics;

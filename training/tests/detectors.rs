@@ -8,19 +8,29 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use training::ecod::{EcodParams, TRAINING_ROWS_MAX_LIMIT};
 use training::isolation_forest::{IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
 use training::{Fit, Model, TrainingError};
 
 /// The perturbed row and feature of [`rows_with_outlier`].
 const OUTLIER_ROW: usize = 17;
 const OUTLIER_FEATURE: usize = 2;
+const OUTLIER_VALUE: f64 = 40.0;
 
-/// 300 rows of 4 roughly normal features (sums of uniforms, unit scale), with row
-/// `OUTLIER_ROW` moved 8 standard deviations along `OUTLIER_FEATURE` only.
+/// 300 rows of 4 roughly normal features (sums of uniforms, unit scale); row `OUTLIER_ROW`
+/// sits at the centre except `OUTLIER_FEATURE`, moved 40 standard deviations.
 fn rows_with_outlier(seed: u64) -> Array2<f64> {
+    rows_with_outlier_in(seed, &[OUTLIER_FEATURE])
+}
+
+/// As [`rows_with_outlier`], with the outlier row moved along all of `features`.
+fn rows_with_outlier_in(seed: u64, features: &[usize]) -> Array2<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut rows = Array2::from_shape_fn((300, 4), |_| (0..12).map(|_| rng.gen::<f64>()).sum::<f64>() - 6.0);
-    rows[[OUTLIER_ROW, OUTLIER_FEATURE]] = 8.0;
+    rows.row_mut(OUTLIER_ROW).fill(0.0);
+    for &feature in features {
+        rows[[OUTLIER_ROW, feature]] = OUTLIER_VALUE;
+    }
     rows
 }
 
@@ -41,20 +51,22 @@ fn assert_invalid_parameter<P: Fit>(params: P, expected_name: &str) {
     assert!(matches!(params.fit(rows.view(), 0), Err(TrainingError::InvalidParameter { .. })));
 }
 
-/// The outlier scores highest, its explanation peaks on the perturbed feature, and batch
-/// scoring equals row-by-row scoring.
-fn check_outlier_found_and_explained<P: Fit>(params: &P) {
-    let rows = rows_with_outlier(1);
+/// The outlier scores highest, the explanation of a central row moved along
+/// `OUTLIER_FEATURE` peaks on that feature, and batch scoring equals row-by-row scoring.
+/// Detectors that add up independent per-feature terms (ECOD, HBOS) cannot rank a
+/// one-feature outlier above every row that is merely unusual in all features, so for
+/// them (`outlier_in_all_features`) the outlier row is moved along every feature.
+fn check_outlier_found_and_explained<P: Fit>(params: &P, outlier_in_all_features: bool) {
+    let rows = if outlier_in_all_features { rows_with_outlier_in(1, &[0, 1, 2, 3]) } else { rows_with_outlier(1) };
     let model = params.fit(rows.view(), 7).unwrap();
     assert_eq!(model.n_features(), 4);
     let row_scores = scores(&model, rows.view());
     assert_eq!(argmax(&row_scores), OUTLIER_ROW, "scores {row_scores:?}");
-    let batch_scores = model.score_rows(rows.view()).to_vec();
-    for (row, (single, batch)) in row_scores.iter().zip(&batch_scores).enumerate() {
-        assert!((single - batch).abs() <= 1e-12 * single.abs().max(1.0), "row {row}: {single} vs {batch}");
-    }
+    assert_eq!(row_scores, model.score_rows(rows.view()).to_vec(), "batch and row scores differ");
+    let mut probe = vec![0.0; 4];
+    probe[OUTLIER_FEATURE] = OUTLIER_VALUE;
     let mut contributions = vec![f64::NAN; 4];
-    model.explain(rows.row(OUTLIER_ROW).as_slice().unwrap(), &mut contributions);
+    model.explain(&probe, &mut contributions);
     assert!(contributions.iter().all(|value| value.is_finite()), "{contributions:?}");
     assert_eq!(argmax(&contributions), OUTLIER_FEATURE, "contributions {contributions:?}");
 }
@@ -129,9 +141,16 @@ fn isolation_forest_rejects_bad_parameters() {
 
 #[test]
 fn isolation_forest_finds_and_explains_the_outlier() {
-    check_outlier_found_and_explained(&IsolationForestParams::default());
-    // Trees not a multiple of the four walked together, and a small subsample.
-    check_outlier_found_and_explained(&IsolationForestParams { trees: 37, subsample_rows: 64 });
+    check_outlier_found_and_explained(&IsolationForestParams::default(), false);
+    // A number of trees that is not a multiple of the four walked together, and a depth
+    // limit below the padded levels: batch and row scoring still agree.
+    for params in
+        [IsolationForestParams { trees: 37, subsample_rows: 64 }, IsolationForestParams { trees: 3, subsample_rows: 2 }]
+    {
+        let rows = rows_with_outlier(8);
+        let model = params.fit(rows.view(), 1).unwrap();
+        assert_eq!(scores(&model, rows.view()), model.score_rows(rows.view()).to_vec());
+    }
 }
 
 #[test]
@@ -176,4 +195,47 @@ fn average_path_length_matches_the_reference_values() {
     assert_eq!(average_path_length(2), 1.0);
     // scikit-learn's _average_path_length([256]) = 10.244770920119917
     assert!((average_path_length(256) - 10.244_770_920_119_917).abs() < 1e-12);
+}
+
+#[test]
+fn ecod_rejects_bad_parameters() {
+    assert_invalid_parameter(EcodParams { training_rows_max: 0 }, "training_rows_max");
+    assert_invalid_parameter(EcodParams { training_rows_max: TRAINING_ROWS_MAX_LIMIT + 1 }, "training_rows_max");
+    assert!(EcodParams::default().check().is_ok());
+}
+
+#[test]
+fn ecod_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&EcodParams::default(), true);
+    // Subsampled columns still rank the outlier first when it is kept.
+    check_outlier_found_and_explained(&EcodParams { training_rows_max: 299 }, true);
+}
+
+#[test]
+fn ecod_is_deterministic_and_round_trips() {
+    check_deterministic_and_round_trips(&EcodParams::default());
+    check_deterministic_and_round_trips(&EcodParams { training_rows_max: 100 });
+}
+
+#[test]
+fn ecod_survives_degenerate_data() {
+    check_degenerate_data(&EcodParams::default());
+    check_rejects_non_finite(&EcodParams::default());
+}
+
+#[test]
+fn ecod_matches_hand_computed_tail_probabilities() {
+    // One feature, values 1,2,2,3,10: skewness positive (right tail).
+    let rows = Array2::from_shape_vec((5, 1), vec![1.0, 2.0, 2.0, 3.0, 10.0]).unwrap();
+    let model = EcodParams::default().fit(rows.view(), 0).unwrap();
+    let n = 5.0f64;
+    // x = 10: F_left = 5/5, F_right = 1/5 -> max(0, ln 5, ln 5) = ln 5.
+    assert!((model.score(&[10.0]) - n.ln()).abs() < 1e-12);
+    // x = 2 (tied): F_left = 3/5, F_right = 4/5 -> left term -ln(3/5) is the larger.
+    assert!((model.score(&[2.0]) - -(3.0f64 / n).ln()).abs() < 1e-12);
+    // x = 1: F_left = 1/5 -> ln 5.
+    assert!((model.score(&[1.0]) - n.ln()).abs() < 1e-12);
+    // Beyond the training range: capped as if one training value were as extreme.
+    assert!((model.score(&[-100.0]) - n.ln()).abs() < 1e-12);
+    assert!((model.score(&[1e9]) - n.ln()).abs() < 1e-12);
 }

@@ -10,9 +10,12 @@
 pub mod dataset;
 pub mod ecod;
 pub mod error;
+pub mod gaussian_mixture;
 pub mod isolation_forest;
 pub mod metrics;
 pub mod model;
+pub mod pca;
+pub mod robust_baseline;
 
 pub use error::TrainingError;
 pub use model::{Fit, Model};

@@ -9,7 +9,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use training::ecod::{EcodParams, TRAINING_ROWS_MAX_LIMIT};
+use training::gaussian_mixture::{GaussianMixtureParams, COMPONENTS_MAX};
 use training::isolation_forest::{IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
+use training::pca::{PcaParams, PcaScore};
+use training::robust_baseline::{Aggregation, RobustBaselineParams};
 use training::{Fit, Model, TrainingError};
 
 /// The perturbed row and feature of [`rows_with_outlier`].
@@ -238,4 +241,123 @@ fn ecod_matches_hand_computed_tail_probabilities() {
     // Beyond the training range: capped as if one training value were as extreme.
     assert!((model.score(&[-100.0]) - n.ln()).abs() < 1e-12);
     assert!((model.score(&[1e9]) - n.ln()).abs() < 1e-12);
+}
+
+#[test]
+fn robust_baseline_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&RobustBaselineParams::default(), false);
+    check_outlier_found_and_explained(&RobustBaselineParams { aggregation: Aggregation::Max }, false);
+    check_deterministic_and_round_trips(&RobustBaselineParams::default());
+    check_degenerate_data(&RobustBaselineParams::default());
+    check_rejects_non_finite(&RobustBaselineParams::default());
+}
+
+#[test]
+fn robust_baseline_uses_median_and_mad() {
+    // Median 3, |deviations| 2,1,0,1,97 -> MAD 1, scale 1.4826.
+    let rows = Array2::from_shape_vec((5, 1), vec![1.0, 2.0, 3.0, 4.0, 100.0]).unwrap();
+    let model = RobustBaselineParams::default().fit(rows.view(), 0).unwrap();
+    assert_eq!(model.medians(), &[3.0]);
+    assert!((model.scales()[0] - 1.4826).abs() < 1e-12);
+    assert!((model.score(&[6.0]) - 3.0 / 1.4826).abs() < 1e-12);
+    // MAD 0 (most values equal): the mean absolute deviation stands in.
+    let rows = Array2::from_shape_vec((5, 1), vec![0.0, 0.0, 0.0, 0.0, 10.0]).unwrap();
+    let model = RobustBaselineParams::default().fit(rows.view(), 0).unwrap();
+    assert!((model.scales()[0] - 1.2533 * 2.0).abs() < 1e-12);
+    // A constant feature: any other value is far, but finite.
+    let rows = Array2::from_elem((4, 1), 7.0);
+    let model = RobustBaselineParams::default().fit(rows.view(), 0).unwrap();
+    assert_eq!(model.score(&[7.0]), 0.0);
+    assert!(model.score(&[7.5]) > 1e6 && model.score(&[7.5]).is_finite());
+}
+
+#[test]
+fn gaussian_mixture_rejects_bad_parameters() {
+    let defaults = GaussianMixtureParams::default;
+    assert_invalid_parameter(GaussianMixtureParams { components: 0, ..defaults() }, "components");
+    assert_invalid_parameter(GaussianMixtureParams { components: COMPONENTS_MAX + 1, ..defaults() }, "components");
+    assert_invalid_parameter(GaussianMixtureParams { reg_covariance: 0.0, ..defaults() }, "reg_covariance");
+    assert_invalid_parameter(GaussianMixtureParams { reg_covariance: f64::NAN, ..defaults() }, "reg_covariance");
+    assert_invalid_parameter(GaussianMixtureParams { iterations_max: 0, ..defaults() }, "iterations_max");
+    assert_invalid_parameter(GaussianMixtureParams { tolerance: -1.0, ..defaults() }, "tolerance");
+    assert_invalid_parameter(GaussianMixtureParams { training_rows_max: 0, ..defaults() }, "training_rows_max");
+    assert_invalid_parameter(GaussianMixtureParams { component_weight_min: 1.0, ..defaults() }, "component_weight_min");
+    assert!(defaults().check().is_ok());
+}
+
+#[test]
+fn gaussian_mixture_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&GaussianMixtureParams::default(), false);
+    check_deterministic_and_round_trips(&GaussianMixtureParams::default());
+    check_degenerate_data(&GaussianMixtureParams::default());
+    check_rejects_non_finite(&GaussianMixtureParams::default());
+}
+
+#[test]
+fn gaussian_mixture_scores_the_negative_log_likelihood() {
+    // One component on standardized 1-D data: NLL(z) = ½ ln(2π σ²) + z² / (2σ²), σ² = 1 + reg.
+    let rows = Array2::from_shape_vec((4, 1), vec![-1.0, -1.0, 1.0, 1.0]).unwrap();
+    let params = GaussianMixtureParams { components: 1, reg_covariance: 1e-3, ..Default::default() };
+    let model = params.fit(rows.view(), 0).unwrap();
+    let variance = 1.0 + 1e-3;
+    for x in [0.0, 1.0, 3.0] {
+        let expected = 0.5 * (2.0 * std::f64::consts::PI * variance).ln() + x * x / (2.0 * variance);
+        assert!((model.score(&[x]) - expected).abs() < 1e-9, "x = {x}: {} vs {expected}", model.score(&[x]));
+    }
+    // Two well separated clusters: a point between them is less likely than either centre.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let rows = Array2::from_shape_fn((400, 2), |(row, _)| {
+        let centre = if row % 2 == 0 { -5.0 } else { 5.0 };
+        centre + rng.gen::<f64>() - 0.5
+    });
+    let model = GaussianMixtureParams::default().fit(rows.view(), 3).unwrap();
+    assert!(model.fallback_reason().is_none(), "{:?}", model.fallback_reason());
+    assert!(model.score(&[0.0, 0.0]) > model.score(&[5.0, 5.0]) + 5.0);
+    assert!(model.score(&[0.0, 0.0]) > model.score(&[-5.0, -5.0]) + 5.0);
+}
+
+#[test]
+fn pca_rejects_bad_parameters() {
+    assert_invalid_parameter(PcaParams { variance_kept: 0.0, ..Default::default() }, "variance_kept");
+    assert_invalid_parameter(PcaParams { variance_kept: 1.0, ..Default::default() }, "variance_kept");
+    assert_invalid_parameter(PcaParams { variance_kept: f64::NAN, ..Default::default() }, "variance_kept");
+    assert_invalid_parameter(PcaParams { training_rows_max: 1, ..Default::default() }, "training_rows_max");
+    assert!(PcaParams::default().check().is_ok());
+}
+
+#[test]
+fn pca_finds_and_explains_the_outlier() {
+    // Only the default score finds a one-feature outlier: with the others, the outlier's
+    // own variance makes its feature a principal axis, so its residual is small (see
+    // pca_flags_a_broken_correlation... for what they do find).
+    check_outlier_found_and_explained(&PcaParams::default(), false);
+    for score in [PcaScore::Reconstruction, PcaScore::WeightedMinor, PcaScore::WeightedAll] {
+        let params = PcaParams { score, ..Default::default() };
+        check_deterministic_and_round_trips(&params);
+        check_degenerate_data(&params);
+        check_rejects_non_finite(&params);
+    }
+}
+
+#[test]
+fn pca_flags_a_broken_correlation_and_its_contributions_add_up() {
+    // Feature 1 follows feature 0; feature 2 is independent noise.
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let rows = Array2::from_shape_fn((500, 3), |_| rng.gen::<f64>() * 2.0 - 1.0);
+    let mut rows = rows;
+    for mut row in rows.rows_mut() {
+        row[1] = row[0] + 0.01 * row[1];
+    }
+    for score in [PcaScore::Reconstruction, PcaScore::WeightedMinor, PcaScore::WeightedAll] {
+        let model = PcaParams { score, ..Default::default() }.fit(rows.view(), 0).unwrap();
+        // Ordinary in each feature, but against the relation between 0 and 1.
+        let broken = [0.5, -0.5, 0.0];
+        let usual = [0.9, 0.9, 0.9];
+        assert!(model.score(&broken) > 10.0 * model.score(&usual), "{score:?}");
+        let mut contributions = [0.0; 3];
+        model.explain(&broken, &mut contributions);
+        assert!(contributions[0] > contributions[2] && contributions[1] > contributions[2], "{contributions:?}");
+        let total: f64 = contributions.iter().sum();
+        assert!((total - model.score(&broken)).abs() < 1e-9 * total.max(1.0), "{score:?}: {total}");
+    }
 }

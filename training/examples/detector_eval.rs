@@ -9,8 +9,12 @@ use std::time::Instant;
 
 use ndarray::ArrayView2;
 use training::dataset::{load_csv, DatasetOptions};
+use training::ecod::EcodParams;
+use training::gaussian_mixture::GaussianMixtureParams;
 use training::isolation_forest::IsolationForestParams;
 use training::metrics::{average_precision, roc_auc};
+use training::pca::{PcaParams, PcaScore};
+use training::robust_baseline::{Aggregation, RobustBaselineParams};
 use training::{Fit, Model};
 
 fn run<P: Fit>(params: &P, rows: ArrayView2<'_, f64>, labels: &[bool], seed: u64) -> (f64, f64, f64, f64) {
@@ -45,6 +49,17 @@ fn main() {
         for seed in 0..seeds {
             let result = match detector.as_str() {
                 "iforest" => run(&IsolationForestParams::default(), rows, &labels, seed),
+                "ecod" => run(&EcodParams::default(), rows, &labels, seed),
+                "mad" => run(&RobustBaselineParams::default(), rows, &labels, seed),
+                "mad-max" => run(&RobustBaselineParams { aggregation: Aggregation::Max }, rows, &labels, seed),
+                "gmm" => run(&GaussianMixtureParams::default(), rows, &labels, seed),
+                "pca" => run(&PcaParams::default(), rows, &labels, seed),
+                "pca-weighted" => {
+                    run(&PcaParams { score: PcaScore::WeightedMinor, ..Default::default() }, rows, &labels, seed)
+                }
+                "pca-all" => {
+                    run(&PcaParams { score: PcaScore::WeightedAll, ..Default::default() }, rows, &labels, seed)
+                }
                 other => panic!("unknown detector {other}"),
             };
             results.push(result);

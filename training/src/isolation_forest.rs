@@ -330,7 +330,7 @@ impl IsolationForest {
         let mut split_chunks = self.splits.chunks_exact(4 * internal.max(1));
         let mut leaf_chunks = self.leaf_path_lengths.chunks_exact(4 * leaves);
         if internal == 0 {
-            return self.leaf_path_lengths.iter().sum::<f64>() / self.trees as f64;
+            return self.leaf_path_lengths.iter().fold(0.0, |total, length| total + length) / self.trees as f64;
         }
         for (splits, leaf_lengths) in (&mut split_chunks).zip(&mut leaf_chunks) {
             let (s0, rest) = splits.split_at(internal);
@@ -344,10 +344,11 @@ impl IsolationForest {
                 n2 = 2 * n2 + 1 + (row[c.feature as usize] > c.threshold) as usize;
                 n3 = 2 * n3 + 1 + (row[d.feature as usize] > d.threshold) as usize;
             }
-            total += leaf_lengths[n0 - internal]
-                + leaf_lengths[leaves + n1 - internal]
-                + leaf_lengths[2 * leaves + n2 - internal]
-                + leaf_lengths[3 * leaves + n3 - internal];
+            // Added one by one, in tree order, so the sum is bit-identical to `score_rows`.
+            total += leaf_lengths[n0 - internal];
+            total += leaf_lengths[leaves + n1 - internal];
+            total += leaf_lengths[2 * leaves + n2 - internal];
+            total += leaf_lengths[3 * leaves + n3 - internal];
         }
         for (splits, leaf_lengths) in
             split_chunks.remainder().chunks_exact(internal).zip(leaf_chunks.remainder().chunks_exact(leaves))
@@ -355,6 +356,11 @@ impl IsolationForest {
             total += leaf_lengths[Self::descend(splits, depth, row) - internal];
         }
         total / self.trees as f64
+    }
+
+    /// `2^(-E[h(x)] / c(subsample))`.
+    fn score_from_mean_path_length(&self, mean_path_length: f64) -> f64 {
+        (-mean_path_length / self.average_path_length_subsample).exp2()
     }
 
     /// Rows each tree was grown on.
@@ -370,7 +376,7 @@ impl Model for IsolationForest {
 
     fn score(&self, row: &[f64]) -> f64 {
         debug_assert_eq!(row.len(), self.n_features);
-        (-self.mean_path_length(row) / self.average_path_length_subsample).exp2()
+        self.score_from_mean_path_length(self.mean_path_length(row))
     }
 
     /// Batch scoring, tree-major: each tree (a few KB) stays in L1 cache while it routes a
@@ -383,7 +389,6 @@ impl Model for IsolationForest {
         let internal = self.internal_nodes();
         let leaves = internal + 1;
         let mut scores = Array1::zeros(rows.nrows());
-        let normaliser = self.trees as f64 * self.average_path_length_subsample;
         let scores_slice = scores.as_slice_mut().unwrap_or(&mut []);
         for (block, block_scores) in
             data.chunks(SCORE_BLOCK_ROWS * n_features).zip(scores_slice.chunks_mut(SCORE_BLOCK_ROWS))
@@ -414,7 +419,7 @@ impl Model for IsolationForest {
                 }
             }
             for (score, total) in block_scores.iter_mut().zip(totals.iter()) {
-                *score = (-total / normaliser).exp2();
+                *score = self.score_from_mean_path_length(total / self.trees as f64);
             }
         }
         scores

@@ -11,11 +11,15 @@ pub mod any_model;
 pub mod artifact;
 pub mod calibration;
 pub mod dataset;
+pub mod ecod;
 pub mod ensemble;
 pub mod error;
+pub mod gaussian_mixture;
 pub mod isolation_forest;
 pub mod metrics;
 pub mod model;
+pub mod pca;
+pub mod robust_baseline;
 pub mod thresholds;
 
 pub use error::TrainingError;

@@ -8,19 +8,32 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use training::ecod::{EcodParams, TRAINING_ROWS_MAX_LIMIT};
+use training::gaussian_mixture::{GaussianMixtureParams, COMPONENTS_MAX};
 use training::isolation_forest::{IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
+use training::pca::{PcaParams, PcaScore};
+use training::robust_baseline::{Aggregation, RobustBaselineParams};
 use training::{Fit, Model, TrainingError};
 
 /// The perturbed row and feature of [`rows_with_outlier`].
 const OUTLIER_ROW: usize = 17;
 const OUTLIER_FEATURE: usize = 2;
+const OUTLIER_VALUE: f64 = 40.0;
 
-/// 300 rows of 4 roughly normal features (sums of uniforms, unit scale), with row
-/// `OUTLIER_ROW` moved 8 standard deviations along `OUTLIER_FEATURE` only.
+/// 300 rows of 4 roughly normal features (sums of uniforms, unit scale); row `OUTLIER_ROW`
+/// sits at the centre except `OUTLIER_FEATURE`, moved 40 standard deviations.
 fn rows_with_outlier(seed: u64) -> Array2<f64> {
+    rows_with_outlier_in(seed, &[OUTLIER_FEATURE])
+}
+
+/// As [`rows_with_outlier`], with the outlier row moved along all of `features`.
+fn rows_with_outlier_in(seed: u64, features: &[usize]) -> Array2<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut rows = Array2::from_shape_fn((300, 4), |_| (0..12).map(|_| rng.gen::<f64>()).sum::<f64>() - 6.0);
-    rows[[OUTLIER_ROW, OUTLIER_FEATURE]] = 8.0;
+    rows.row_mut(OUTLIER_ROW).fill(0.0);
+    for &feature in features {
+        rows[[OUTLIER_ROW, feature]] = OUTLIER_VALUE;
+    }
     rows
 }
 
@@ -41,20 +54,22 @@ fn assert_invalid_parameter<P: Fit>(params: P, expected_name: &str) {
     assert!(matches!(params.fit(rows.view(), 0), Err(TrainingError::InvalidParameter { .. })));
 }
 
-/// The outlier scores highest, its explanation peaks on the perturbed feature, and batch
-/// scoring equals row-by-row scoring.
-fn check_outlier_found_and_explained<P: Fit>(params: &P) {
-    let rows = rows_with_outlier(1);
+/// The outlier scores highest, the explanation of a central row moved along
+/// `OUTLIER_FEATURE` peaks on that feature, and batch scoring equals row-by-row scoring.
+/// Detectors that add up independent per-feature terms (ECOD, HBOS) cannot rank a
+/// one-feature outlier above every row that is merely unusual in all features, so for
+/// them (`outlier_in_all_features`) the outlier row is moved along every feature.
+fn check_outlier_found_and_explained<P: Fit>(params: &P, outlier_in_all_features: bool) {
+    let rows = if outlier_in_all_features { rows_with_outlier_in(1, &[0, 1, 2, 3]) } else { rows_with_outlier(1) };
     let model = params.fit(rows.view(), 7).unwrap();
     assert_eq!(model.n_features(), 4);
     let row_scores = scores(&model, rows.view());
     assert_eq!(argmax(&row_scores), OUTLIER_ROW, "scores {row_scores:?}");
-    let batch_scores = model.score_rows(rows.view()).to_vec();
-    for (row, (single, batch)) in row_scores.iter().zip(&batch_scores).enumerate() {
-        assert!((single - batch).abs() <= 1e-12 * single.abs().max(1.0), "row {row}: {single} vs {batch}");
-    }
+    assert_eq!(row_scores, model.score_rows(rows.view()).to_vec(), "batch and row scores differ");
+    let mut probe = vec![0.0; 4];
+    probe[OUTLIER_FEATURE] = OUTLIER_VALUE;
     let mut contributions = vec![f64::NAN; 4];
-    model.explain(rows.row(OUTLIER_ROW).as_slice().unwrap(), &mut contributions);
+    model.explain(&probe, &mut contributions);
     assert!(contributions.iter().all(|value| value.is_finite()), "{contributions:?}");
     assert_eq!(argmax(&contributions), OUTLIER_FEATURE, "contributions {contributions:?}");
 }
@@ -129,9 +144,16 @@ fn isolation_forest_rejects_bad_parameters() {
 
 #[test]
 fn isolation_forest_finds_and_explains_the_outlier() {
-    check_outlier_found_and_explained(&IsolationForestParams::default());
-    // Trees not a multiple of the four walked together, and a small subsample.
-    check_outlier_found_and_explained(&IsolationForestParams { trees: 37, subsample_rows: 64 });
+    check_outlier_found_and_explained(&IsolationForestParams::default(), false);
+    // A number of trees that is not a multiple of the four walked together, and a depth
+    // limit below the padded levels: batch and row scoring still agree.
+    for params in
+        [IsolationForestParams { trees: 37, subsample_rows: 64 }, IsolationForestParams { trees: 3, subsample_rows: 2 }]
+    {
+        let rows = rows_with_outlier(8);
+        let model = params.fit(rows.view(), 1).unwrap();
+        assert_eq!(scores(&model, rows.view()), model.score_rows(rows.view()).to_vec());
+    }
 }
 
 #[test]
@@ -176,4 +198,166 @@ fn average_path_length_matches_the_reference_values() {
     assert_eq!(average_path_length(2), 1.0);
     // scikit-learn's _average_path_length([256]) = 10.244770920119917
     assert!((average_path_length(256) - 10.244_770_920_119_917).abs() < 1e-12);
+}
+
+#[test]
+fn ecod_rejects_bad_parameters() {
+    assert_invalid_parameter(EcodParams { training_rows_max: 0 }, "training_rows_max");
+    assert_invalid_parameter(EcodParams { training_rows_max: TRAINING_ROWS_MAX_LIMIT + 1 }, "training_rows_max");
+    assert!(EcodParams::default().check().is_ok());
+}
+
+#[test]
+fn ecod_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&EcodParams::default(), true);
+    // Subsampled columns still rank the outlier first when it is kept.
+    check_outlier_found_and_explained(&EcodParams { training_rows_max: 299 }, true);
+}
+
+#[test]
+fn ecod_is_deterministic_and_round_trips() {
+    check_deterministic_and_round_trips(&EcodParams::default());
+    check_deterministic_and_round_trips(&EcodParams { training_rows_max: 100 });
+}
+
+#[test]
+fn ecod_survives_degenerate_data() {
+    check_degenerate_data(&EcodParams::default());
+    check_rejects_non_finite(&EcodParams::default());
+}
+
+#[test]
+fn ecod_matches_hand_computed_tail_probabilities() {
+    // One feature, values 1,2,2,3,10: skewness positive (right tail).
+    let rows = Array2::from_shape_vec((5, 1), vec![1.0, 2.0, 2.0, 3.0, 10.0]).unwrap();
+    let model = EcodParams::default().fit(rows.view(), 0).unwrap();
+    let n = 5.0f64;
+    // x = 10: F_left = 5/5, F_right = 1/5 -> max(0, ln 5, ln 5) = ln 5.
+    assert!((model.score(&[10.0]) - n.ln()).abs() < 1e-12);
+    // x = 2 (tied): F_left = 3/5, F_right = 4/5 -> left term -ln(3/5) is the larger.
+    assert!((model.score(&[2.0]) - -(3.0f64 / n).ln()).abs() < 1e-12);
+    // x = 1: F_left = 1/5 -> ln 5.
+    assert!((model.score(&[1.0]) - n.ln()).abs() < 1e-12);
+    // Beyond the training range: capped as if one training value were as extreme.
+    assert!((model.score(&[-100.0]) - n.ln()).abs() < 1e-12);
+    assert!((model.score(&[1e9]) - n.ln()).abs() < 1e-12);
+}
+
+#[test]
+fn robust_baseline_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&RobustBaselineParams::default(), false);
+    check_outlier_found_and_explained(&RobustBaselineParams { aggregation: Aggregation::Max }, false);
+    check_deterministic_and_round_trips(&RobustBaselineParams::default());
+    check_degenerate_data(&RobustBaselineParams::default());
+    check_rejects_non_finite(&RobustBaselineParams::default());
+}
+
+#[test]
+fn robust_baseline_uses_median_and_mad() {
+    // Median 3, |deviations| 2,1,0,1,97 -> MAD 1, scale 1.4826.
+    let rows = Array2::from_shape_vec((5, 1), vec![1.0, 2.0, 3.0, 4.0, 100.0]).unwrap();
+    let model = RobustBaselineParams::default().fit(rows.view(), 0).unwrap();
+    assert_eq!(model.medians(), &[3.0]);
+    assert!((model.scales()[0] - 1.4826).abs() < 1e-12);
+    assert!((model.score(&[6.0]) - 3.0 / 1.4826).abs() < 1e-12);
+    // MAD 0 (most values equal): the mean absolute deviation stands in.
+    let rows = Array2::from_shape_vec((5, 1), vec![0.0, 0.0, 0.0, 0.0, 10.0]).unwrap();
+    let model = RobustBaselineParams::default().fit(rows.view(), 0).unwrap();
+    assert!((model.scales()[0] - 1.2533 * 2.0).abs() < 1e-12);
+    // A constant feature: any other value is far, but finite.
+    let rows = Array2::from_elem((4, 1), 7.0);
+    let model = RobustBaselineParams::default().fit(rows.view(), 0).unwrap();
+    assert_eq!(model.score(&[7.0]), 0.0);
+    assert!(model.score(&[7.5]) > 1e6 && model.score(&[7.5]).is_finite());
+}
+
+#[test]
+fn gaussian_mixture_rejects_bad_parameters() {
+    let defaults = GaussianMixtureParams::default;
+    assert_invalid_parameter(GaussianMixtureParams { components: 0, ..defaults() }, "components");
+    assert_invalid_parameter(GaussianMixtureParams { components: COMPONENTS_MAX + 1, ..defaults() }, "components");
+    assert_invalid_parameter(GaussianMixtureParams { reg_covariance: 0.0, ..defaults() }, "reg_covariance");
+    assert_invalid_parameter(GaussianMixtureParams { reg_covariance: f64::NAN, ..defaults() }, "reg_covariance");
+    assert_invalid_parameter(GaussianMixtureParams { iterations_max: 0, ..defaults() }, "iterations_max");
+    assert_invalid_parameter(GaussianMixtureParams { tolerance: -1.0, ..defaults() }, "tolerance");
+    assert_invalid_parameter(GaussianMixtureParams { training_rows_max: 0, ..defaults() }, "training_rows_max");
+    assert_invalid_parameter(GaussianMixtureParams { component_weight_min: 1.0, ..defaults() }, "component_weight_min");
+    assert!(defaults().check().is_ok());
+}
+
+#[test]
+fn gaussian_mixture_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&GaussianMixtureParams::default(), false);
+    check_deterministic_and_round_trips(&GaussianMixtureParams::default());
+    check_degenerate_data(&GaussianMixtureParams::default());
+    check_rejects_non_finite(&GaussianMixtureParams::default());
+}
+
+#[test]
+fn gaussian_mixture_scores_the_negative_log_likelihood() {
+    // One component on standardized 1-D data: NLL(z) = ½ ln(2π σ²) + z² / (2σ²), σ² = 1 + reg.
+    let rows = Array2::from_shape_vec((4, 1), vec![-1.0, -1.0, 1.0, 1.0]).unwrap();
+    let params = GaussianMixtureParams { components: 1, reg_covariance: 1e-3, ..Default::default() };
+    let model = params.fit(rows.view(), 0).unwrap();
+    let variance = 1.0 + 1e-3;
+    for x in [0.0, 1.0, 3.0] {
+        let expected = 0.5 * (2.0 * std::f64::consts::PI * variance).ln() + x * x / (2.0 * variance);
+        assert!((model.score(&[x]) - expected).abs() < 1e-9, "x = {x}: {} vs {expected}", model.score(&[x]));
+    }
+    // Two well separated clusters: a point between them is less likely than either centre.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let rows = Array2::from_shape_fn((400, 2), |(row, _)| {
+        let centre = if row % 2 == 0 { -5.0 } else { 5.0 };
+        centre + rng.gen::<f64>() - 0.5
+    });
+    let model = GaussianMixtureParams::default().fit(rows.view(), 3).unwrap();
+    assert!(model.fallback_reason().is_none(), "{:?}", model.fallback_reason());
+    assert!(model.score(&[0.0, 0.0]) > model.score(&[5.0, 5.0]) + 5.0);
+    assert!(model.score(&[0.0, 0.0]) > model.score(&[-5.0, -5.0]) + 5.0);
+}
+
+#[test]
+fn pca_rejects_bad_parameters() {
+    assert_invalid_parameter(PcaParams { variance_kept: 0.0, ..Default::default() }, "variance_kept");
+    assert_invalid_parameter(PcaParams { variance_kept: 1.0, ..Default::default() }, "variance_kept");
+    assert_invalid_parameter(PcaParams { variance_kept: f64::NAN, ..Default::default() }, "variance_kept");
+    assert_invalid_parameter(PcaParams { training_rows_max: 1, ..Default::default() }, "training_rows_max");
+    assert!(PcaParams::default().check().is_ok());
+}
+
+#[test]
+fn pca_finds_and_explains_the_outlier() {
+    // Only the default score finds a one-feature outlier: with the others, the outlier's
+    // own variance makes its feature a principal axis, so its residual is small (see
+    // pca_flags_a_broken_correlation... for what they do find).
+    check_outlier_found_and_explained(&PcaParams::default(), false);
+    for score in [PcaScore::Reconstruction, PcaScore::WeightedMinor, PcaScore::WeightedAll] {
+        let params = PcaParams { score, ..Default::default() };
+        check_deterministic_and_round_trips(&params);
+        check_degenerate_data(&params);
+        check_rejects_non_finite(&params);
+    }
+}
+
+#[test]
+fn pca_flags_a_broken_correlation_and_its_contributions_add_up() {
+    // Feature 1 follows feature 0; feature 2 is independent noise.
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let rows = Array2::from_shape_fn((500, 3), |_| rng.gen::<f64>() * 2.0 - 1.0);
+    let mut rows = rows;
+    for mut row in rows.rows_mut() {
+        row[1] = row[0] + 0.01 * row[1];
+    }
+    for score in [PcaScore::Reconstruction, PcaScore::WeightedMinor, PcaScore::WeightedAll] {
+        let model = PcaParams { score, ..Default::default() }.fit(rows.view(), 0).unwrap();
+        // Ordinary in each feature, but against the relation between 0 and 1.
+        let broken = [0.5, -0.5, 0.0];
+        let usual = [0.9, 0.9, 0.9];
+        assert!(model.score(&broken) > 10.0 * model.score(&usual), "{score:?}");
+        let mut contributions = [0.0; 3];
+        model.explain(&broken, &mut contributions);
+        assert!(contributions[0] > contributions[2] && contributions[1] > contributions[2], "{contributions:?}");
+        let total: f64 = contributions.iter().sum();
+        assert!((total - model.score(&broken)).abs() < 1e-9 * total.max(1.0), "{score:?}: {total}");
+    }
 }

@@ -6,112 +6,130 @@
 use ndarray::{Array1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
+use crate::ecod::{Ecod, EcodParams};
 use crate::ensemble::{Combination, Ensemble};
+use crate::gaussian_mixture::{GaussianMixture, GaussianMixtureParams};
 use crate::isolation_forest::{IsolationForest, IsolationForestParams};
+use crate::pca::{Pca, PcaParams};
+use crate::robust_baseline::{RobustBaseline, RobustBaselineParams};
 use crate::{Fit, Model, TrainingError};
 
-/// A detector's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// Isolation Forest.
-    Iforest,
-}
-
-impl ModelKind {
-    /// Every detector, in the order tables list them.
-    pub const ALL: &'static [ModelKind] = &[ModelKind::Iforest];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::Iforest => "iforest",
+/// Declares the closed set once: each line is `Variant "name" Params Model, "description"`.
+macro_rules! detectors {
+    ($($variant:ident $name:literal $params:ident $model:ident, $doc:literal;)+) => {
+        /// A detector's name.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ModelKind {
+            $(#[doc = $doc] #[serde(rename = $name)] $variant,)+
         }
-    }
 
-    /// The kind called `name` (as [`ModelKind::name`] spells it).
-    pub fn parse(name: &str) -> Option<ModelKind> {
-        Self::ALL.iter().copied().find(|kind| kind.name() == name)
-    }
+        impl ModelKind {
+            /// Every detector, in the order tables list them.
+            pub const ALL: &'static [ModelKind] = &[$(ModelKind::$variant),+];
 
-    /// The default hyper-parameters: the literature's, the same for every dataset.
-    pub fn default_params(self) -> AnyParams {
-        match self {
-            ModelKind::Iforest => AnyParams::Iforest(IsolationForestParams::default()),
+            /// The name the CLI and the artifact use.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ModelKind::$variant => $name,)+
+                }
+            }
+
+            /// The default hyper-parameters: the literature's, the same for every dataset.
+            pub fn default_params(self) -> AnyParams {
+                match self {
+                    $(ModelKind::$variant => AnyParams::$variant($params::default()),)+
+                }
+            }
         }
-    }
-}
 
-/// One detector's hyper-parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AnyParams {
-    Iforest(IsolationForestParams),
-}
-
-impl AnyParams {
-    pub fn kind(&self) -> ModelKind {
-        match self {
-            AnyParams::Iforest(_) => ModelKind::Iforest,
+        /// One detector's hyper-parameters.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum AnyParams {
+            $(#[serde(rename = $name)] $variant($params),)+
         }
-    }
-}
 
-impl Fit for AnyParams {
-    type Model = AnyModel;
-
-    fn check(&self) -> Result<(), TrainingError> {
-        match self {
-            AnyParams::Iforest(params) => params.check(),
+        impl AnyParams {
+            pub fn kind(&self) -> ModelKind {
+                match self {
+                    $(AnyParams::$variant(_) => ModelKind::$variant,)+
+                }
+            }
         }
-    }
 
-    fn fit(&self, rows: ArrayView2<'_, f64>, seed: u64) -> Result<AnyModel, TrainingError> {
-        Ok(match self {
-            AnyParams::Iforest(params) => AnyModel::Iforest(params.fit(rows, seed)?),
-        })
-    }
-}
+        impl Fit for AnyParams {
+            type Model = AnyModel;
 
-/// One fitted detector.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AnyModel {
-    Iforest(IsolationForest),
-}
+            fn check(&self) -> Result<(), TrainingError> {
+                match self {
+                    $(AnyParams::$variant(params) => params.check(),)+
+                }
+            }
 
-impl AnyModel {
-    pub fn kind(&self) -> ModelKind {
-        match self {
-            AnyModel::Iforest(_) => ModelKind::Iforest,
+            fn fit(&self, rows: ArrayView2<'_, f64>, seed: u64) -> Result<AnyModel, TrainingError> {
+                Ok(match self {
+                    $(AnyParams::$variant(params) => AnyModel::$variant(params.fit(rows, seed)?),)+
+                })
+            }
         }
-    }
-}
 
-/// Dispatches to the fitted detector; `match` on a closed enum keeps scoring free of
-/// virtual calls and allocation.
-macro_rules! dispatch {
-    ($self:expr, $model:ident => $body:expr) => {
-        match $self {
-            AnyModel::Iforest($model) => $body,
+        /// One fitted detector.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum AnyModel {
+            $(#[serde(rename = $name)] $variant($model),)+
+        }
+
+        impl AnyModel {
+            pub fn kind(&self) -> ModelKind {
+                match self {
+                    $(AnyModel::$variant(_) => ModelKind::$variant,)+
+                }
+            }
+        }
+
+        // `match` on a closed enum keeps scoring free of virtual calls and allocation.
+        impl Model for AnyModel {
+            fn n_features(&self) -> usize {
+                match self {
+                    $(AnyModel::$variant(model) => model.n_features(),)+
+                }
+            }
+
+            fn score(&self, row: &[f64]) -> f64 {
+                match self {
+                    $(AnyModel::$variant(model) => model.score(row),)+
+                }
+            }
+
+            fn explain(&self, row: &[f64], contributions: &mut [f64]) {
+                match self {
+                    $(AnyModel::$variant(model) => model.explain(row, contributions),)+
+                }
+            }
+
+            fn score_rows(&self, rows: ArrayView2<'_, f64>) -> Array1<f64> {
+                match self {
+                    $(AnyModel::$variant(model) => model.score_rows(rows),)+
+                }
+            }
         }
     };
 }
 
-impl Model for AnyModel {
-    fn n_features(&self) -> usize {
-        dispatch!(self, model => model.n_features())
-    }
+detectors! {
+    Iforest "iforest" IsolationForestParams IsolationForest, "Isolation Forest: rows isolated by few random splits.";
+    Ecod "ecod" EcodParams Ecod, "ECOD: empirical-CDF tail probabilities per feature.";
+    Mad "mad" RobustBaselineParams RobustBaseline, "Robust per-feature baseline: distance from the median in MADs.";
+    Gmm "gmm" GaussianMixtureParams GaussianMixture, "Gaussian mixture: low likelihood under every component.";
+    Pca "pca" PcaParams Pca, "PCA: distance from the principal linear structure.";
+}
 
-    fn score(&self, row: &[f64]) -> f64 {
-        dispatch!(self, model => model.score(row))
-    }
-
-    fn explain(&self, row: &[f64], contributions: &mut [f64]) {
-        dispatch!(self, model => model.explain(row, contributions))
-    }
-
-    fn score_rows(&self, rows: ArrayView2<'_, f64>) -> Array1<f64> {
-        dispatch!(self, model => model.score_rows(rows))
+impl ModelKind {
+    /// The kind called `name` (as [`ModelKind::name`] spells it).
+    pub fn parse(name: &str) -> Option<ModelKind> {
+        Self::ALL.iter().copied().find(|kind| kind.name() == name)
     }
 }
 

@@ -10,7 +10,7 @@
 //! ensemble's contributions sum to its score and a feature weighs in proportion to how much
 //! the members that flagged the row relied on it.
 
-use ndarray::ArrayView2;
+use ndarray::{Array1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::Calibration;
@@ -139,6 +139,27 @@ impl<M: Model> Model for Ensemble<M> {
         let scores = &mut scores[..self.members.len()];
         self.member_scores(row, scores);
         self.combine(scores)
+    }
+
+    /// Batch scoring: each member scores all rows its own (fastest) way, then the calibrated
+    /// scores are combined row by row. Equal to [`Model::score`] up to the members' own
+    /// batch/row rounding.
+    fn score_rows(&self, rows: ArrayView2<'_, f64>) -> Array1<f64> {
+        let member_scores: Vec<Array1<f64>> = self
+            .members
+            .iter()
+            .map(|member| member.model.score_rows(rows).mapv_into(|score| member.calibration.calibrate(score)))
+            .collect();
+        let mut scores = [0.0; MEMBERS_MAX];
+        let scores = &mut scores[..self.members.len()];
+        (0..rows.nrows())
+            .map(|row| {
+                for (score, member) in scores.iter_mut().zip(&member_scores) {
+                    *score = member[row];
+                }
+                self.combine(scores)
+            })
+            .collect()
     }
 
     /// Sums the members' explanations, each rescaled to its share of the score (its calibrated

@@ -122,7 +122,11 @@ async fn from_store(url: &str) -> anyhow::Result<TrainingData> {
         from_seq = tail.seq + 1;
         for stored in &page {
             if values.len() + FEATURE_COUNT > CELLS_MAX {
-                bail!("{}: more than {} transactions; train on an exported sample", super::redact(url), CELLS_MAX / FEATURE_COUNT);
+                bail!(
+                    "{}: more than {} transactions; train on an exported sample",
+                    super::redact(url),
+                    CELLS_MAX / FEATURE_COUNT
+                );
             }
             let occurred_at = stored.transaction.occurred_at;
             first = Some(first.map_or(occurred_at, |first: chrono::DateTime<Utc>| first.min(occurred_at)));

@@ -12,9 +12,24 @@ use std::path::Path;
 
 use training::any_model::ModelKind;
 use training::dataset::{load_csv, DatasetOptions};
-use training::ensemble::{CalibratedModel, Combination, Ensemble};
+use training::ensemble::{CalibratedModel, Combination};
 use training::metrics::roc_auc;
 use training::{Fit, Model};
+
+fn combine(combination: Combination, values: &mut [f64]) -> f64 {
+    match combination {
+        Combination::Mean => values.iter().sum::<f64>() / values.len() as f64,
+        Combination::Median => {
+            values.sort_by(f64::total_cmp);
+            let middle = values.len() / 2;
+            if values.len() % 2 == 1 {
+                values[middle]
+            } else {
+                (values[middle - 1] + values[middle]) / 2.0
+            }
+        }
+    }
+}
 
 fn best_peers(path: &str) -> HashMap<String, f64> {
     let mut best = HashMap::new();
@@ -53,18 +68,25 @@ fn main() {
         names.push(name);
         let mut sums = vec![vec![0.0; combinations.len()]; subsets.len()];
         for seed in 0..seeds {
-            let members: Vec<CalibratedModel<_>> = kinds
+            // Each member's calibrated scores of every row, computed once.
+            let members: Vec<Vec<f64>> = kinds
                 .iter()
                 .map(|kind| {
                     let model = kind.default_params().fit(rows, seed).expect("fit");
-                    CalibratedModel::calibrate(model, rows).expect("calibrate")
+                    let member = CalibratedModel::calibrate(model, rows).expect("calibrate");
+                    let raw = member.model.score_rows(rows);
+                    raw.iter().map(|&score| member.calibration.calibrate(score)).collect()
                 })
                 .collect();
             for (subset_index, subset) in subsets.iter().enumerate() {
                 for (combination_index, &combination) in combinations.iter().enumerate() {
-                    let chosen = subset.iter().map(|&index| members[index].clone()).collect();
-                    let ensemble = Ensemble::new(chosen, combination).expect("ensemble");
-                    let scores = ensemble.score_rows(rows).to_vec();
+                    // The same combination rules as `Ensemble`.
+                    let scores: Vec<f64> = (0..rows.nrows())
+                        .map(|row| {
+                            let mut values: Vec<f64> = subset.iter().map(|&member| members[member][row]).collect();
+                            combine(combination, &mut values)
+                        })
+                        .collect();
                     sums[subset_index][combination_index] += roc_auc(&scores, &labels).expect("auc");
                 }
             }

@@ -11,7 +11,9 @@ use ndarray::ArrayView2;
 use training::dataset::{load_csv, DatasetOptions};
 use training::ecod::EcodParams;
 use training::gaussian_mixture::GaussianMixtureParams;
+use training::hbos::HbosParams;
 use training::isolation_forest::IsolationForestParams;
+use training::knn::KnnParams;
 use training::metrics::{average_precision, roc_auc};
 use training::pca::{PcaParams, PcaScore};
 use training::robust_baseline::{Aggregation, RobustBaselineParams};
@@ -60,6 +62,8 @@ fn main() {
                 "pca-all" => {
                     run(&PcaParams { score: PcaScore::WeightedAll, ..Default::default() }, rows, &labels, seed)
                 }
+                "hbos" => run(&HbosParams::default(), rows, &labels, seed),
+                "knn" => run(&KnnParams::default(), rows, &labels, seed),
                 other => panic!("unknown detector {other}"),
             };
             results.push(result);

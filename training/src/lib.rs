@@ -11,11 +11,14 @@ pub mod dataset;
 pub mod ecod;
 pub mod error;
 pub mod gaussian_mixture;
+pub mod hbos;
 pub mod isolation_forest;
+pub mod knn;
 pub mod metrics;
 pub mod model;
 pub mod pca;
 pub mod robust_baseline;
+mod standardize;
 
 pub use error::TrainingError;
 pub use model::{Fit, Model};

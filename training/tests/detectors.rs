@@ -11,7 +11,7 @@ use serde::Serialize;
 use training::ecod::{EcodParams, TRAINING_ROWS_MAX_LIMIT};
 use training::gaussian_mixture::{GaussianMixtureParams, COMPONENTS_MAX};
 use training::hbos::{HbosParams, BINS_MAX};
-use training::isolation_forest::{IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
+use training::isolation_forest::{IsolationForest, IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
 use training::knn::{KnnParams, NEIGHBOURS_MAX};
 use training::pca::{PcaParams, PcaScore};
 use training::robust_baseline::{Aggregation, RobustBaselineParams};
@@ -428,4 +428,26 @@ fn knn_measures_the_kth_neighbour_without_the_row_itself() {
     assert!((model.score(&[6.0]) - 3.0 / scale).abs() < 1e-12);
     // A new point: its nearest is 6.
     assert!((model.score(&[7.0]) - 1.0 / scale).abs() < 1e-12);
+}
+
+#[test]
+fn isolation_forest_rejects_a_damaged_artifact_and_short_rows() {
+    let rows = rows_with_outlier(12);
+    let model = IsolationForestParams { trees: 5, subsample_rows: 16 }.fit(rows.view(), 0).unwrap();
+    let mut json: serde_json::Value = serde_json::to_value(&model).unwrap();
+    // A split on a feature the model does not have would index past the row.
+    json["split_features"][0] = serde_json::json!(4);
+    let error = serde_json::from_value::<IsolationForest>(json.clone()).unwrap_err().to_string();
+    assert!(error.contains("split feature 4 of 4 features"), "{error}");
+    // Arrays that do not match the tree shape.
+    json["split_features"][0] = serde_json::json!(0);
+    json["leaf_path_lengths"].as_array_mut().unwrap().pop();
+    let error = serde_json::from_value::<IsolationForest>(json).unwrap_err().to_string();
+    assert!(error.contains("leaf_path_lengths"), "{error}");
+    // A row of the wrong length scores NaN instead of reading out of bounds.
+    assert!(model.score(&[1.0, 2.0]).is_nan());
+    assert!(model.score_rows(rows.slice(ndarray::s![.., ..2])).iter().all(|score| score.is_nan()));
+    let mut contributions = vec![0.0; 2];
+    model.explain(&[1.0, 2.0], &mut contributions);
+    assert!(contributions.iter().all(|value| value.is_nan()));
 }

@@ -11,7 +11,9 @@ use ndarray::ArrayView2;
 use training::dataset::{load_csv, DatasetOptions};
 use training::ecod::EcodParams;
 use training::gaussian_mixture::GaussianMixtureParams;
+use training::hbos::HbosParams;
 use training::isolation_forest::IsolationForestParams;
+use training::knn::KnnParams;
 use training::metrics::{average_precision, roc_auc};
 use training::pca::{PcaParams, PcaScore};
 use training::robust_baseline::{Aggregation, RobustBaselineParams};
@@ -33,6 +35,54 @@ fn run<P: Fit>(params: &P, rows: ArrayView2<'_, f64>, labels: &[bool], seed: u64
     let auc = roc_auc(&scores, labels).expect("auc");
     let ap = average_precision(&scores, labels).expect("ap");
     (auc, ap, fit_seconds, rows.nrows() as f64 / score_seconds)
+}
+
+/// Scores of `params` fitted on `rows`, as ranks in (0, 1] (ties share their mean rank).
+fn ranks<P: Fit>(params: &P, rows: ArrayView2<'_, f64>, seed: u64) -> Vec<f64> {
+    let scores = params.fit(rows, seed).expect("fit").score_rows(rows).to_vec();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut result = vec![0.0; scores.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && scores[order[end]] == scores[order[start]] {
+            end += 1;
+        }
+        let rank = (start + end + 1) as f64 / 2.0 / scores.len() as f64;
+        for &index in &order[start..end] {
+            result[index] = rank;
+        }
+        start = end;
+    }
+    result
+}
+
+/// A development-only rank-average ensemble of the detectors named in ENSEMBLE (comma
+/// separated), to see what the detectors add up to; the real ensemble is the harness's.
+fn run_ensemble(rows: ArrayView2<'_, f64>, labels: &[bool], seed: u64) -> (f64, f64, f64, f64) {
+    let members = std::env::var("ENSEMBLE").unwrap_or_else(|_| "iforest,ecod,hbos,gmm,pca,knn,mad".into());
+    let started = Instant::now();
+    let mut total = vec![0.0; rows.nrows()];
+    for member in members.split(',') {
+        let member_ranks = match member {
+            "iforest" => ranks(&IsolationForestParams::default(), rows, seed),
+            "ecod" => ranks(&EcodParams::default(), rows, seed),
+            "hbos" => ranks(&HbosParams::default(), rows, seed),
+            "gmm" => ranks(&GaussianMixtureParams::default(), rows, seed),
+            "pca" => ranks(&PcaParams::default(), rows, seed),
+            "knn" => ranks(&KnnParams::default(), rows, seed),
+            "mad" => ranks(&RobustBaselineParams::default(), rows, seed),
+            other => panic!("unknown member {other}"),
+        };
+        for (sum, rank) in total.iter_mut().zip(member_ranks) {
+            *sum += rank;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let auc = roc_auc(&total, labels).expect("auc");
+    let ap = average_precision(&total, labels).expect("ap");
+    (auc, ap, seconds, rows.nrows() as f64 / seconds)
 }
 
 fn main() {
@@ -60,6 +110,9 @@ fn main() {
                 "pca-all" => {
                     run(&PcaParams { score: PcaScore::WeightedAll, ..Default::default() }, rows, &labels, seed)
                 }
+                "hbos" => run(&HbosParams::default(), rows, &labels, seed),
+                "knn" => run(&KnnParams::default(), rows, &labels, seed),
+                "ensemble" => run_ensemble(rows, &labels, seed),
                 other => panic!("unknown detector {other}"),
             };
             results.push(result);

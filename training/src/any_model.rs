@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::ecod::{Ecod, EcodParams};
 use crate::ensemble::{Combination, Ensemble};
 use crate::gaussian_mixture::{GaussianMixture, GaussianMixtureParams};
+use crate::hbos::{Hbos, HbosParams};
 use crate::isolation_forest::{IsolationForest, IsolationForestParams};
+use crate::knn::{Knn, KnnParams};
 use crate::pca::{Pca, PcaParams};
 use crate::robust_baseline::{RobustBaseline, RobustBaselineParams};
 use crate::{Fit, Model, TrainingError};
@@ -124,6 +126,8 @@ detectors! {
     Mad "mad" RobustBaselineParams RobustBaseline, "Robust per-feature baseline: distance from the median in MADs.";
     Gmm "gmm" GaussianMixtureParams GaussianMixture, "Gaussian mixture: low likelihood under every component.";
     Pca "pca" PcaParams Pca, "PCA: distance from the principal linear structure.";
+    Hbos "hbos" HbosParams Hbos, "HBOS: low histogram density per feature.";
+    Knn "knn" KnnParams Knn, "k-NN: distance to the k-th nearest training row.";
 }
 
 impl ModelKind {

@@ -143,7 +143,7 @@ impl Fit for GaussianMixtureParams {
         } else {
             rows.to_owned()
         };
-        let (feature_means, feature_scales) = standardization(training.view());
+        let (feature_means, feature_scales) = crate::standardize::means_and_scales(training.view());
         let mut standardized = training;
         for mut row in standardized.rows_mut() {
             for ((value, mean), scale) in row.iter_mut().zip(&feature_means).zip(&feature_scales) {
@@ -197,26 +197,6 @@ impl Fit for GaussianMixtureParams {
         }
         Ok(model)
     }
-}
-
-/// Per-feature mean and population standard deviation (1 for a constant feature).
-fn standardization(rows: ArrayView2<'_, f64>) -> (Vec<f64>, Vec<f64>) {
-    let n = rows.nrows() as f64;
-    let means: Vec<f64> = rows.columns().into_iter().map(|column| column.sum() / n).collect();
-    let scales = rows
-        .columns()
-        .into_iter()
-        .zip(&means)
-        .map(|(column, mean)| {
-            let variance = column.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / n;
-            if variance > 0.0 {
-                variance.sqrt()
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    (means, scales)
 }
 
 /// Mean and population covariance with `reg` added to the diagonal.

@@ -15,10 +15,15 @@
 //! that size. The score is `2^(-E[h(x)] / c(subsample))`, scikit-learn's `-score_samples`.
 //!
 //! Layout, for speed: every tree is stored as a complete binary tree of the forest's depth
-//! in flat arrays (children of node `i` at `2i+1`, `2i+2`). A leaf above the depth limit is
-//! padded with pass-through splits (threshold `f64::MAX`: always left) down to the last level, so
-//! scoring is exactly `depth` branch-free steps per tree with no child pointers, and four
-//! trees are walked at once to overlap their memory latencies. Scoring allocates nothing.
+//! in flat arrays (children of node `i` at `2i+1`, `2i+2`; split features and thresholds
+//! in separate arrays). A leaf above the depth limit is padded with pass-through splits
+//! (threshold `f64::MAX`: always left) down to the last level, so a descent is exactly
+//! `depth` branch-free steps with no child pointers. `score` walks four trees at once;
+//! `score_rows` goes tree by tree over blocks of rows that fit in L1 cache, sixteen rows
+//! side by side, so the memory latencies of independent descents overlap. The step itself
+//! indexes without bounds checks: its indices are invariants of the model (checked at fit
+//! and when an artifact is deserialized), and rows of the wrong length score NaN. Scoring
+//! allocates nothing per row.
 //!
 //! Explanation (per-feature path-depth attribution): for every tree, the row's isolation
 //! shortfall `c(subsample) - h_t(x)` (positive when the row is isolated sooner than an
@@ -46,7 +51,9 @@ pub const SUBSAMPLE_ROWS_MAX: usize = 4_096;
 /// Rows scored together per tree by [`Model::score_rows`] (their running totals live on the stack).
 const SCORE_BLOCK_ROWS: usize = 256;
 /// Rows descending one tree side by side, so their memory latencies overlap.
-const SCORE_GROUP_ROWS: usize = 8;
+const SCORE_GROUP_ROWS: usize = 16;
+/// Bytes of row data scored together per tree (half of a 32 KiB L1 data cache).
+const SCORE_BLOCK_BYTES_MAX: usize = 16 * 1024;
 
 /// Threshold of the padding under a leaf: every finite value goes left. `f64::MAX` rather
 /// than +inf so the model stays valid JSON.
@@ -71,16 +78,12 @@ impl Default for IsolationForestParams {
     }
 }
 
-/// One split of a tree: rows with `row[feature] <= threshold` go to the left child.
-/// Pass-through padding under a leaf has `threshold = f64::MAX`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Split {
-    pub threshold: f64,
-    pub feature: u32,
-}
-
 /// A fitted Isolation Forest: flat arrays of complete binary trees of depth `depth`.
+///
+/// Deserialization checks every invariant the unchecked scoring loop relies on (array
+/// lengths, feature indices), so a damaged artifact is an error, never undefined behaviour.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "IsolationForestData")]
 pub struct IsolationForest {
     n_features: usize,
     trees: usize,
@@ -90,14 +93,101 @@ pub struct IsolationForest {
     subsample: usize,
     /// `c(subsample)`, the normaliser of the score (1 when `subsample = 1`).
     average_path_length_subsample: f64,
-    /// `trees × (2^depth - 1)` splits, tree after tree, each in breadth-first order.
-    splits: Vec<Split>,
+    /// `trees × (2^depth - 1)` split features, tree after tree, each tree breadth-first.
+    /// A row goes left when `row[feature] <= threshold`.
+    split_features: Vec<u32>,
+    /// The matching thresholds; `f64::MAX` for the pass-through padding under a leaf.
+    split_thresholds: Vec<f64>,
     /// `trees × 2^depth` path lengths `h` of the last level (depth of the real leaf plus
     /// `c(rows in it)`), tree after tree.
     leaf_path_lengths: Vec<f64>,
     /// `trees × (2^(depth+1) - 1)` training rows that reached each node (splits then
     /// leaves, breadth-first), for explanations.
     node_rows: Vec<u32>,
+}
+
+/// The serialized form of [`IsolationForest`], validated by `TryFrom` on load.
+#[derive(Deserialize)]
+struct IsolationForestData {
+    n_features: usize,
+    trees: usize,
+    depth: u32,
+    subsample: usize,
+    average_path_length_subsample: f64,
+    split_features: Vec<u32>,
+    split_thresholds: Vec<f64>,
+    leaf_path_lengths: Vec<f64>,
+    node_rows: Vec<u32>,
+}
+
+impl TryFrom<IsolationForestData> for IsolationForest {
+    type Error = String;
+
+    fn try_from(data: IsolationForestData) -> Result<Self, String> {
+        if data.n_features == 0 || data.trees == 0 || data.trees > TREES_MAX {
+            return Err(format!("{} features and {} trees", data.n_features, data.trees));
+        }
+        if data.subsample == 0 || data.subsample > SUBSAMPLE_ROWS_MAX || data.depth != ceil_log2(data.subsample) {
+            return Err(format!("depth {} does not match subsample {}", data.depth, data.subsample));
+        }
+        let internal = (1usize << data.depth) - 1;
+        let expected = [
+            ("split_features", data.split_features.len(), data.trees * internal),
+            ("split_thresholds", data.split_thresholds.len(), data.trees * internal),
+            ("leaf_path_lengths", data.leaf_path_lengths.len(), data.trees * (internal + 1)),
+            ("node_rows", data.node_rows.len(), data.trees * (2 * internal + 1)),
+        ];
+        for (name, actual, wanted) in expected {
+            if actual != wanted {
+                return Err(format!("{name} has {actual} entries, {wanted} expected"));
+            }
+        }
+        if let Some(feature) = data.split_features.iter().find(|&&feature| feature as usize >= data.n_features) {
+            return Err(format!("split feature {feature} of {} features", data.n_features));
+        }
+        let finite = data.split_thresholds.iter().chain(&data.leaf_path_lengths).all(|value| value.is_finite());
+        if !finite || !(1.0..=f64::MAX).contains(&data.average_path_length_subsample) {
+            return Err("non-finite threshold or path length".into());
+        }
+        Ok(IsolationForest {
+            n_features: data.n_features,
+            trees: data.trees,
+            depth: data.depth,
+            subsample: data.subsample,
+            average_path_length_subsample: data.average_path_length_subsample,
+            split_features: data.split_features,
+            split_thresholds: data.split_thresholds,
+            leaf_path_lengths: data.leaf_path_lengths,
+            node_rows: data.node_rows,
+        })
+    }
+}
+
+/// One tree's splits, borrowed from the forest.
+#[derive(Clone, Copy)]
+struct TreeSplits<'a> {
+    features: &'a [u32],
+    thresholds: &'a [f64],
+}
+
+impl TreeSplits<'_> {
+    /// The child of `node` that `row` goes to.
+    ///
+    /// Callers guarantee `node < features.len()` (they take at most `depth` steps from the
+    /// root of a complete tree with `2^depth - 1` splits: before step `t`, `node < 2^t - 1`)
+    /// and `row.len() == n_features` (checked by the public entry points); every feature is
+    /// below `n_features` (checked at fit and on deserialization).
+    #[inline(always)]
+    fn child(self, node: usize, row: &[f64]) -> usize {
+        debug_assert!(node < self.features.len() && node < self.thresholds.len());
+        // SAFETY: see above; the bounds are invariants of `IsolationForest`.
+        unsafe {
+            let feature = *self.features.get_unchecked(node) as usize;
+            debug_assert!(feature < row.len());
+            let threshold = *self.thresholds.get_unchecked(node);
+            2 * node + 1 + (*row.get_unchecked(feature) > threshold) as usize
+        }
+    }
 }
 
 /// `c(n)`: the average path length of an unsuccessful search in a binary search tree of
@@ -151,7 +241,8 @@ impl Fit for IsolationForestParams {
             depth,
             subsample,
             average_path_length_subsample: average_path_length(subsample).max(1.0),
-            splits: Vec::with_capacity(self.trees * internal),
+            split_features: Vec::with_capacity(self.trees * internal),
+            split_thresholds: Vec::with_capacity(self.trees * internal),
             leaf_path_lengths: Vec::with_capacity(self.trees * leaves),
             node_rows: Vec::with_capacity(self.trees * nodes),
         };
@@ -236,7 +327,8 @@ impl TreeBuilder {
             match split {
                 Some((feature, threshold)) => {
                     let middle = self.partition(start, end, feature, threshold);
-                    forest.splits.push(Split { threshold, feature: feature as u32 });
+                    forest.split_features.push(feature as u32);
+                    forest.split_thresholds.push(threshold);
                     self.range_start[left] = start as u32;
                     self.range_end[left] = middle as u32;
                     self.range_start[right] = middle as u32;
@@ -246,7 +338,8 @@ impl TreeBuilder {
                     // A leaf above the last level: pass-through padding carries its path
                     // length and rows down both sides (finite rows always go left; +inf
                     // would go right and find the same leaf).
-                    forest.splits.push(Split { threshold: PASS_THROUGH_THRESHOLD, feature: 0 });
+                    forest.split_features.push(0);
+                    forest.split_thresholds.push(PASS_THROUGH_THRESHOLD);
                     for child in [left, right] {
                         self.carried_path_length[child] = carried;
                         self.range_start[child] = start as u32;
@@ -310,50 +403,58 @@ impl IsolationForest {
         (1usize << self.depth) - 1
     }
 
-    /// Index of the last-level node `row` reaches in tree `tree`, relative to the tree.
+    fn tree_splits(&self, tree: usize) -> TreeSplits<'_> {
+        let internal = self.internal_nodes();
+        TreeSplits {
+            features: &self.split_features[tree * internal..(tree + 1) * internal],
+            thresholds: &self.split_thresholds[tree * internal..(tree + 1) * internal],
+        }
+    }
+
+    fn tree_leaves(&self, tree: usize) -> &[f64] {
+        let leaves = self.internal_nodes() + 1;
+        &self.leaf_path_lengths[tree * leaves..(tree + 1) * leaves]
+    }
+
+    /// Index of the last-level node `row` reaches, relative to its tree. `row.len()` must
+    /// be `n_features`.
     #[inline(always)]
-    fn descend(splits: &[Split], depth: u32, row: &[f64]) -> usize {
+    fn descend(&self, splits: TreeSplits<'_>, row: &[f64]) -> usize {
         let mut node = 0usize;
-        for _ in 0..depth {
-            let split = splits[node];
-            node = 2 * node + 1 + (row[split.feature as usize] > split.threshold) as usize;
+        for _ in 0..self.depth {
+            node = splits.child(node, row);
         }
         node
     }
 
-    /// Mean path length `E[h(x)]` of `row` over the trees.
+    /// Mean path length `E[h(x)]` of `row` over the trees, four trees at a time so their
+    /// descents overlap. `row.len()` must be `n_features`.
     fn mean_path_length(&self, row: &[f64]) -> f64 {
         let internal = self.internal_nodes();
-        let leaves = internal + 1;
-        let depth = self.depth;
         let mut total = 0.0;
-        let mut split_chunks = self.splits.chunks_exact(4 * internal.max(1));
-        let mut leaf_chunks = self.leaf_path_lengths.chunks_exact(4 * leaves);
-        if internal == 0 {
-            return self.leaf_path_lengths.iter().fold(0.0, |total, length| total + length) / self.trees as f64;
-        }
-        for (splits, leaf_lengths) in (&mut split_chunks).zip(&mut leaf_chunks) {
-            let (s0, rest) = splits.split_at(internal);
-            let (s1, rest) = rest.split_at(internal);
-            let (s2, s3) = rest.split_at(internal);
-            let (mut n0, mut n1, mut n2, mut n3) = (0usize, 0usize, 0usize, 0usize);
-            for _ in 0..depth {
-                let (a, b, c, d) = (s0[n0], s1[n1], s2[n2], s3[n3]);
-                n0 = 2 * n0 + 1 + (row[a.feature as usize] > a.threshold) as usize;
-                n1 = 2 * n1 + 1 + (row[b.feature as usize] > b.threshold) as usize;
-                n2 = 2 * n2 + 1 + (row[c.feature as usize] > c.threshold) as usize;
-                n3 = 2 * n3 + 1 + (row[d.feature as usize] > d.threshold) as usize;
+        let mut tree = 0;
+        while tree + 4 <= self.trees {
+            let splits = [
+                self.tree_splits(tree),
+                self.tree_splits(tree + 1),
+                self.tree_splits(tree + 2),
+                self.tree_splits(tree + 3),
+            ];
+            let mut nodes = [0usize; 4];
+            for _ in 0..self.depth {
+                for (node, splits) in nodes.iter_mut().zip(splits) {
+                    *node = splits.child(*node, row);
+                }
             }
             // Added one by one, in tree order, so the sum is bit-identical to `score_rows`.
-            total += leaf_lengths[n0 - internal];
-            total += leaf_lengths[leaves + n1 - internal];
-            total += leaf_lengths[2 * leaves + n2 - internal];
-            total += leaf_lengths[3 * leaves + n3 - internal];
+            for (offset, node) in nodes.iter().enumerate() {
+                total += self.tree_leaves(tree + offset)[node - internal];
+            }
+            tree += 4;
         }
-        for (splits, leaf_lengths) in
-            split_chunks.remainder().chunks_exact(internal).zip(leaf_chunks.remainder().chunks_exact(leaves))
-        {
-            total += leaf_lengths[Self::descend(splits, depth, row) - internal];
+        while tree < self.trees {
+            total += self.tree_leaves(tree)[self.descend(self.tree_splits(tree), row) - internal];
+            tree += 1;
         }
         total / self.trees as f64
     }
@@ -374,47 +475,52 @@ impl Model for IsolationForest {
         self.n_features
     }
 
+    /// NaN for a row whose length is not `n_features`.
     fn score(&self, row: &[f64]) -> f64 {
-        debug_assert_eq!(row.len(), self.n_features);
+        if row.len() != self.n_features {
+            return f64::NAN;
+        }
         self.score_from_mean_path_length(self.mean_path_length(row))
     }
 
     /// Batch scoring, tree-major: each tree (a few KB) stays in L1 cache while it routes a
-    /// block of rows, eight at a time so their descents overlap. Same values as [`Model::score`].
+    /// block of rows, eight at a time so their descents overlap. Same values as
+    /// [`Model::score`]; all NaN if the rows do not have `n_features` columns.
     fn score_rows(&self, rows: ArrayView2<'_, f64>) -> Array1<f64> {
-        debug_assert_eq!(rows.ncols(), self.n_features);
+        if rows.ncols() != self.n_features {
+            return Array1::from_elem(rows.nrows(), f64::NAN);
+        }
         let contiguous = rows.as_standard_layout();
         let data = contiguous.as_slice().unwrap_or(&[]);
         let n_features = self.n_features;
         let internal = self.internal_nodes();
-        let leaves = internal + 1;
         let mut scores = Array1::zeros(rows.nrows());
         let scores_slice = scores.as_slice_mut().unwrap_or(&mut []);
-        for (block, block_scores) in
-            data.chunks(SCORE_BLOCK_ROWS * n_features).zip(scores_slice.chunks_mut(SCORE_BLOCK_ROWS))
-        {
+        // Keep a block's rows within about half the L1 data cache next to the tree.
+        let block_rows = (SCORE_BLOCK_BYTES_MAX / (8 * n_features)).clamp(SCORE_GROUP_ROWS, SCORE_BLOCK_ROWS);
+        for (block, block_scores) in data.chunks(block_rows * n_features).zip(scores_slice.chunks_mut(block_rows)) {
             let mut totals = [0.0f64; SCORE_BLOCK_ROWS];
             for tree in 0..self.trees {
-                let splits = &self.splits[tree * internal..(tree + 1) * internal];
-                let leaf_lengths = &self.leaf_path_lengths[tree * leaves..(tree + 1) * leaves];
-                let mut group_rows = block.chunks_exact(SCORE_GROUP_ROWS * n_features);
+                let splits = self.tree_splits(tree);
+                let leaf_lengths = self.tree_leaves(tree);
+                let mut groups = block.chunks_exact(SCORE_GROUP_ROWS * n_features);
                 let mut position = 0;
-                for group in &mut group_rows {
+                for group in &mut groups {
+                    let lanes: [&[f64]; SCORE_GROUP_ROWS] =
+                        std::array::from_fn(|lane| &group[lane * n_features..(lane + 1) * n_features]);
                     let mut nodes = [0usize; SCORE_GROUP_ROWS];
                     for _ in 0..self.depth {
-                        for (lane, node) in nodes.iter_mut().enumerate() {
-                            let split = splits[*node];
-                            let value = group[lane * n_features + split.feature as usize];
-                            *node = 2 * *node + 1 + (value > split.threshold) as usize;
+                        for (node, row) in nodes.iter_mut().zip(lanes) {
+                            *node = splits.child(*node, row);
                         }
                     }
-                    for (lane, node) in nodes.iter().enumerate() {
-                        totals[position + lane] += leaf_lengths[node - internal];
+                    for (total, node) in totals[position..position + SCORE_GROUP_ROWS].iter_mut().zip(nodes) {
+                        *total += leaf_lengths[node - internal];
                     }
                     position += SCORE_GROUP_ROWS;
                 }
-                for row in group_rows.remainder().chunks_exact(n_features) {
-                    totals[position] += leaf_lengths[Self::descend(splits, self.depth, row) - internal];
+                for row in groups.remainder().chunks_exact(n_features) {
+                    totals[position] += leaf_lengths[self.descend(splits, row) - internal];
                     position += 1;
                 }
             }
@@ -425,31 +531,37 @@ impl Model for IsolationForest {
         scores
     }
 
+    /// Path-depth attribution (see the module documentation). All NaN for a row whose
+    /// length is not `n_features`.
     fn explain(&self, row: &[f64], contributions: &mut [f64]) {
-        debug_assert_eq!(row.len(), self.n_features);
         contributions.fill(0.0);
+        if row.len() != self.n_features {
+            contributions.fill(f64::NAN);
+            return;
+        }
         let internal = self.internal_nodes();
         let leaves = internal + 1;
         let nodes = internal + leaves;
         let average = average_path_length(self.subsample);
         for tree in 0..self.trees {
-            let splits = &self.splits[tree * internal..(tree + 1) * internal];
+            let splits = self.tree_splits(tree);
             let node_rows = &self.node_rows[tree * nodes..(tree + 1) * nodes];
-            let last = Self::descend(splits, self.depth, row);
+            let last = self.descend(splits, row);
             let leaf_rows = node_rows[last].max(1) as f64;
             let isolation_bits = (node_rows[0] as f64 / leaf_rows).log2();
             if isolation_bits <= 0.0 {
                 continue;
             }
-            let shortfall = average - self.leaf_path_lengths[tree * leaves + last - internal];
+            let shortfall = average - self.tree_leaves(tree)[last - internal];
             let share_per_bit = shortfall / isolation_bits / self.trees as f64;
             let mut node = 0usize;
             for _ in 0..self.depth {
-                let split = splits[node];
-                let child = 2 * node + 1 + (row[split.feature as usize] > split.threshold) as usize;
+                let child = splits.child(node, row);
                 let bits = (node_rows[node] as f64 / node_rows[child].max(1) as f64).log2();
                 if bits > 0.0 {
-                    contributions[split.feature as usize] += share_per_bit * bits;
+                    if let Some(contribution) = contributions.get_mut(splits.features[node] as usize) {
+                        *contribution += share_per_bit * bits;
+                    }
                 }
                 node = child;
             }

@@ -15,11 +15,14 @@ pub mod ecod;
 pub mod ensemble;
 pub mod error;
 pub mod gaussian_mixture;
+pub mod hbos;
 pub mod isolation_forest;
+pub mod knn;
 pub mod metrics;
 pub mod model;
 pub mod pca;
 pub mod robust_baseline;
+mod standardize;
 pub mod thresholds;
 
 pub use error::TrainingError;

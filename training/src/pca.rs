@@ -119,7 +119,7 @@ impl Fit for PcaParams {
         } else {
             rows.to_owned()
         };
-        let (feature_means, feature_scales) = standardization(training.view());
+        let (feature_means, feature_scales) = crate::standardize::means_and_scales(training.view());
         let mut standardized = training;
         for mut row in standardized.rows_mut() {
             for ((value, mean), scale) in row.iter_mut().zip(&feature_means).zip(&feature_scales) {
@@ -168,26 +168,6 @@ fn principal_axes(standardized: Array2<f64>) -> Result<(Array2<f64>, Vec<f64>), 
     let axes = vectors.select(Axis(1), &order).reversed_axes().as_standard_layout().into_owned();
     let sorted_variances = order.iter().map(|&axis| variances[axis].max(0.0)).collect();
     Ok((axes, sorted_variances))
-}
-
-/// Per-feature mean and population standard deviation (1 for a constant feature).
-fn standardization(rows: ArrayView2<'_, f64>) -> (Vec<f64>, Vec<f64>) {
-    let n = rows.nrows() as f64;
-    let means: Vec<f64> = rows.columns().into_iter().map(|column| column.sum() / n).collect();
-    let scales = rows
-        .columns()
-        .into_iter()
-        .zip(&means)
-        .map(|(column, mean)| {
-            let variance = column.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / n;
-            if variance > 0.0 {
-                variance.sqrt()
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    (means, scales)
 }
 
 impl Pca {

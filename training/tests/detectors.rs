@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use training::ecod::{EcodParams, TRAINING_ROWS_MAX_LIMIT};
 use training::gaussian_mixture::{GaussianMixtureParams, COMPONENTS_MAX};
-use training::isolation_forest::{IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
+use training::hbos::{HbosParams, BINS_MAX};
+use training::isolation_forest::{IsolationForest, IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
+use training::knn::{KnnParams, NEIGHBOURS_MAX};
 use training::pca::{PcaParams, PcaScore};
 use training::robust_baseline::{Aggregation, RobustBaselineParams};
 use training::{Fit, Model, TrainingError};
@@ -360,4 +362,92 @@ fn pca_flags_a_broken_correlation_and_its_contributions_add_up() {
         let total: f64 = contributions.iter().sum();
         assert!((total - model.score(&broken)).abs() < 1e-9 * total.max(1.0), "{score:?}: {total}");
     }
+}
+
+#[test]
+fn hbos_rejects_bad_parameters() {
+    assert_invalid_parameter(HbosParams { bins: 1, ..Default::default() }, "bins");
+    assert_invalid_parameter(HbosParams { bins: BINS_MAX + 1, ..Default::default() }, "bins");
+    assert_invalid_parameter(HbosParams { alpha: 0.0, ..Default::default() }, "alpha");
+    assert_invalid_parameter(HbosParams { tol: -0.1, ..Default::default() }, "tol");
+    assert!(HbosParams::default().check().is_ok());
+}
+
+#[test]
+fn hbos_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&HbosParams::default(), true);
+    check_deterministic_and_round_trips(&HbosParams::default());
+    check_degenerate_data(&HbosParams::default());
+    check_rejects_non_finite(&HbosParams::default());
+}
+
+#[test]
+fn hbos_matches_hand_computed_densities() {
+    // Values 0..=9 and one 19: range [0, 19], 10 bins of width 1.9; bin 0 holds 0 and 1,
+    // the last bin holds 19 only, bins in between hold 0 to 2 values.
+    let values: Vec<f64> = (0..10).map(f64::from).chain([19.0]).collect();
+    let rows = Array2::from_shape_vec((11, 1), values).unwrap();
+    let model = HbosParams::default().fit(rows.view(), 0).unwrap();
+    let density = |count: f64| count / (11.0 * 1.9);
+    // 19 is the last edge: digitize(right=True) puts it in the last bin (1 value).
+    assert!((model.score(&[19.0]) - -(density(1.0) + 0.1).log2()).abs() < 1e-12);
+    // 12 falls in (11.4, 13.3], an empty bin.
+    assert!((model.score(&[12.0]) - -(0.1f64).log2()).abs() < 1e-12);
+    // Within tol = 0.5 bin widths below the range: the first bin (values 0 and 1).
+    assert!((model.score(&[-0.9]) - -(density(2.0) + 0.1).log2()).abs() < 1e-12);
+    // Farther out: the least dense bin.
+    assert!((model.score(&[-5.0]) - -(0.1f64).log2()).abs() < 1e-12);
+}
+
+#[test]
+fn knn_rejects_bad_parameters() {
+    assert_invalid_parameter(KnnParams { neighbours: 0, ..Default::default() }, "neighbours");
+    assert_invalid_parameter(KnnParams { neighbours: NEIGHBOURS_MAX + 1, ..Default::default() }, "neighbours");
+    assert_invalid_parameter(KnnParams { reference_rows_max: 1, ..Default::default() }, "reference_rows_max");
+    assert!(KnnParams::default().check().is_ok());
+}
+
+#[test]
+fn knn_finds_and_explains_the_outlier() {
+    check_outlier_found_and_explained(&KnnParams::default(), false);
+    // A reference sample smaller than the data.
+    check_outlier_found_and_explained(&KnnParams { neighbours: 3, reference_rows_max: 100 }, false);
+    check_deterministic_and_round_trips(&KnnParams { neighbours: 3, reference_rows_max: 100 });
+    check_degenerate_data(&KnnParams::default());
+    check_rejects_non_finite(&KnnParams::default());
+}
+
+#[test]
+fn knn_measures_the_kth_neighbour_without_the_row_itself() {
+    // 1-D points 0, 1, 3, 6 (standard deviation 2.2913): for k = 1 the point 3 is nearest
+    // to 1 (distance 2), not to itself.
+    let rows = Array2::from_shape_vec((4, 1), vec![0.0, 1.0, 3.0, 6.0]).unwrap();
+    let model = KnnParams { neighbours: 1, reference_rows_max: 100 }.fit(rows.view(), 0).unwrap();
+    let scale = (((0.0f64 - 2.5).powi(2) + 1.5f64.powi(2) + 0.25 + 3.5f64.powi(2)) / 4.0).sqrt();
+    assert!((model.score(&[3.0]) - 2.0 / scale).abs() < 1e-12);
+    assert!((model.score(&[6.0]) - 3.0 / scale).abs() < 1e-12);
+    // A new point: its nearest is 6.
+    assert!((model.score(&[7.0]) - 1.0 / scale).abs() < 1e-12);
+}
+
+#[test]
+fn isolation_forest_rejects_a_damaged_artifact_and_short_rows() {
+    let rows = rows_with_outlier(12);
+    let model = IsolationForestParams { trees: 5, subsample_rows: 16 }.fit(rows.view(), 0).unwrap();
+    let mut json: serde_json::Value = serde_json::to_value(&model).unwrap();
+    // A split on a feature the model does not have would index past the row.
+    json["split_features"][0] = serde_json::json!(4);
+    let error = serde_json::from_value::<IsolationForest>(json.clone()).unwrap_err().to_string();
+    assert!(error.contains("split feature 4 of 4 features"), "{error}");
+    // Arrays that do not match the tree shape.
+    json["split_features"][0] = serde_json::json!(0);
+    json["leaf_path_lengths"].as_array_mut().unwrap().pop();
+    let error = serde_json::from_value::<IsolationForest>(json).unwrap_err().to_string();
+    assert!(error.contains("leaf_path_lengths"), "{error}");
+    // A row of the wrong length scores NaN instead of reading out of bounds.
+    assert!(model.score(&[1.0, 2.0]).is_nan());
+    assert!(model.score_rows(rows.slice(ndarray::s![.., ..2])).iter().all(|score| score.is_nan()));
+    let mut contributions = vec![0.0; 2];
+    model.explain(&[1.0, 2.0], &mut contributions);
+    assert!(contributions.iter().all(|value| value.is_nan()));
 }

@@ -152,11 +152,18 @@ impl EnsembleParams {
     }
 }
 
+/// The default ensemble's members: one detector from each family that sees anomalies
+/// differently (random isolation; distance from each feature's median; density under a
+/// mixture of clusters; per-feature histogram density). Chosen once, by mean ROC-AUC over the
+/// 14 development datasets among every subset of the detectors and both combinations
+/// (`examples/ensemble_study.rs`; BENCHMARKS.md has the figures and the caveat).
+pub const ENSEMBLE_MEMBERS: [ModelKind; 4] = [ModelKind::Iforest, ModelKind::Mad, ModelKind::Gmm, ModelKind::Hbos];
+
 impl Default for EnsembleParams {
-    /// The default ensemble (chosen once on the development datasets; see BENCHMARKS.md).
+    /// The default ensemble: [`ENSEMBLE_MEMBERS`] with their default parameters, averaged.
     fn default() -> Self {
         EnsembleParams {
-            members: [ModelKind::Iforest].iter().map(|kind| kind.default_params()).collect(),
+            members: ENSEMBLE_MEMBERS.iter().map(|kind| kind.default_params()).collect(),
             combination: Combination::Mean,
         }
     }

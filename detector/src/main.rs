@@ -42,6 +42,8 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// Ingest the bundled sample files of three providers and print their settlement.
     Demo(cli::demo::DemoArgs),
+    /// Generate labelled provider traffic (native files, statements, truth) deterministically.
+    Simulate(cli::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             Command::Verify => cli::verify::run(&context).await,
             Command::Bench(command) => cli::bench::run(command).await,
             Command::Demo(command) => cli::demo::run(command).await,
+            Command::Simulate(command) => cli::simulate::run(command),
         }
     });
     match result {

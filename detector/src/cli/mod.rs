@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod demo;
 pub mod ingest;
 pub mod settle;
+pub mod simulate;
 pub mod verify;
 
 pub struct Context {

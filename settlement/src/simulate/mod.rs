@@ -530,7 +530,7 @@ impl Plan {
         }
         config.scenarios.check().map_err(invalid)?;
         let traffic = &config.traffic;
-        if traffic.hourly_weights.len() != 24 || traffic.hourly_weights.iter().any(|weight| !(*weight >= 0.0)) {
+        if traffic.hourly_weights.len() != 24 || traffic.hourly_weights.iter().any(|weight| !(0.0..=1e6).contains(weight)) {
             return Err(invalid("traffic.hourly_weights: 24 weights of at least 0"));
         }
         for (name, value, max) in [
@@ -562,8 +562,8 @@ impl Plan {
             .collect::<Result<Vec<_>, _>>()?;
         if config.segments.is_empty()
             || config.segments.iter().any(|segment| {
-                !(segment.share >= 0.0)
-                    || !(segment.stake_chips_median >= 1.0)
+                !(0.0..=1e6).contains(&segment.share)
+                    || !(1.0..=1e9).contains(&segment.stake_chips_median)
                     || !(0.0..=3.0).contains(&segment.stake_sigma)
                     || !(0.0..=3.0).contains(&segment.bet_sigma)
                     || !(1.0..=10_000.0).contains(&segment.rounds_mean)
@@ -582,7 +582,7 @@ impl Plan {
             let (code, exponent) = known
                 .lookup(&currency.code)
                 .ok_or_else(|| invalid(format!("currencies: {:?} is not an ISO 4217 currency", currency.code)))?;
-            if currency.chip_minor < 1 || !(currency.share >= 0.0) {
+            if currency.chip_minor < 1 || !(0.0..=1e6).contains(&currency.share) {
                 return Err(invalid(format!("currencies.{}: chip_minor must be ≥ 1 and share ≥ 0", currency.code)));
             }
             currencies.push((code.as_str().to_string(), exponent));
@@ -625,7 +625,7 @@ impl Plan {
                         return Err(error(format!("game {}: rtp must be 0.5..1 and hit_rate 0.01..1", game.id)));
                     }
                 }
-                if !(provider.traffic_share > 0.0) {
+                if provider.traffic_share.is_nan() || provider.traffic_share <= 0.0 {
                     return Err(error("a game provider needs traffic_share > 0".into()));
                 }
             }
@@ -691,7 +691,7 @@ impl Plan {
             base_rate: 0.0,
         };
         let weight_sum: f64 = plan.buckets().map(|bucket| plan.weight(bucket)).sum();
-        if !(weight_sum > 0.0) {
+        if weight_sum.is_nan() || weight_sum <= 0.0 {
             return Err(invalid("traffic: the hourly weights are zero over the whole run"));
         }
         plan.base_rate = options.rate_per_second * options.duration_seconds as f64 / (weight_sum * 60.0);

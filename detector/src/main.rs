@@ -46,6 +46,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Train an anomaly model on feature rows (CSV or store) and save it as an artifact.
     Train(cli::train::TrainArgs),
+    /// Generate labelled provider traffic (native files, statements, truth) deterministically.
+    Simulate(cli::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
             Command::Demo(command) => cli::demo::run(command).await,
             Command::Eval(command) => cli::eval::run(command),
             Command::Train(command) => cli::train::run(command).await,
+            Command::Simulate(command) => cli::simulate::run(command),
         }
     });
     match result {

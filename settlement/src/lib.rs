@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod model;
 pub mod money;
 pub mod rejection;
+pub mod simulate;
 pub mod statement;
 pub mod store;
 pub mod validate;

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod ingest;
 pub mod settle;
 pub mod train;
+pub mod simulate;
 pub mod verify;
 
 pub struct Context {

@@ -12,8 +12,8 @@ pub mod demo;
 pub mod eval;
 pub mod ingest;
 pub mod settle;
-pub mod train;
 pub mod simulate;
+pub mod train;
 pub mod verify;
 
 pub struct Context {

@@ -183,7 +183,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let mut evaluations = Vec::new();
     if !args.json {
         println!(
-            "{:<14} {:<9} {:>5} {:>8} {:>8} {:>8} {:>9} {:>11}",
+            "{:<14} {:<9} {:>5} {:>8} {:>8} {:>8} {:>10} {:>11}",
             "dataset", "model", "seed", "roc_auc", "ap", "p@k", "fit_s", "rows/s"
         );
     }
@@ -228,7 +228,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
 
 fn print_line(dataset: &str, model: &str, seed: &str, result: &SeedResult) {
     println!(
-        "{dataset:<14} {model:<9} {seed:>5} {:>8.4} {:>8.4} {:>8.4} {:>9.4} {:>11.0}",
+        "{dataset:<14} {model:<9} {seed:>5} {:>8.4} {:>8.4} {:>8.4} {:>10.6} {:>11.0}",
         result.roc_auc, result.average_precision, result.precision_at_k, result.fit_seconds, result.rows_per_second
     );
 }

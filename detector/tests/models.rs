@@ -166,6 +166,7 @@ fn train_writes_an_artifact_that_loads_and_scores_like_eval_ranks() {
     assert_eq!(metadata.feature_schema.names, ["f0", "f1", "f2"]);
     assert_eq!(metadata.thresholds.len(), 2);
     assert_eq!(metadata.thresholds[0].alerts, 12);
+    assert!(metadata.thresholds[0].precision.unwrap() > 0.9, "{:?}", metadata.thresholds[0]);
     assert!(metadata.thresholds[1].precision.unwrap() >= 0.9);
     assert!(metadata.metrics.as_ref().unwrap().roc_auc > 0.95);
     // The first anomaly scores above the recorded alert threshold, a typical row below it.

@@ -50,6 +50,25 @@ fn descending(scores: &[f64]) -> Result<Vec<f64>, TrainingError> {
     Ok(sorted)
 }
 
+impl Threshold {
+    /// Fills in the precision and recall this threshold has against `labels` (`true` = anomaly)
+    /// on the `scores` it was chosen from.
+    pub fn with_labels(mut self, scores: &[f64], labels: &[bool]) -> Result<Threshold, TrainingError> {
+        if scores.len() != labels.len() {
+            return Err(TrainingError::InvalidData(format!("{} scores but {} labels", scores.len(), labels.len())));
+        }
+        let positives = labels.iter().filter(|&&label| label).count();
+        let (alerts, true_alerts) = scores
+            .iter()
+            .zip(labels)
+            .filter(|(&score, _)| score >= self.score)
+            .fold((0usize, 0usize), |(alerts, hits), (_, &label)| (alerts + 1, hits + usize::from(label)));
+        self.precision = (alerts > 0).then(|| true_alerts as f64 / alerts as f64);
+        self.recall = (positives > 0).then(|| true_alerts as f64 / positives as f64);
+        Ok(self)
+    }
+}
+
 /// The threshold that flags the share `rate` of `scores`: as close to `rate × n` rows as ties
 /// allow (at least one row).
 pub fn for_alert_rate(scores: &[f64], rate: f64) -> Result<Threshold, TrainingError> {
@@ -149,6 +168,10 @@ mod tests {
             assert!((flagged as f64 - rate * 1_000.0).abs() <= 1.0, "rate {rate}: {flagged} flagged");
         }
         assert_eq!(for_alert_rate(&scores, 0.01).unwrap().score, 0.99);
+        // Against labels marking the top 20 scores: the top 1% are all anomalies, half of them found.
+        let labels: Vec<bool> = scores.iter().map(|&score| score >= 0.98).collect();
+        let threshold = for_alert_rate(&scores, 0.01).unwrap().with_labels(&scores, &labels).unwrap();
+        assert_eq!((threshold.precision, threshold.recall), (Some(1.0), Some(0.5)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! A features CSV must carry exactly this build's feature schema; another numeric CSV trains
 //! a model recorded under a schema named after the file, which the service will refuse.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,6 +47,11 @@ pub struct TrainArgs {
     /// A 0/1 label column in the CSV: not used to fit, only for metrics and --target-precision.
     #[arg(long)]
     pub label_column: Option<String>,
+    /// With a store: a truth file (`settlewatch simulate`'s truth.csv: provider,provider_tx_id
+    /// and optionally expected_outcome); stored transactions it names as accepted are the
+    /// anomalies, for metrics and --target-precision only.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Share of the training rows the recorded alert threshold flags.
     #[arg(long, default_value_t = 0.001)]
     pub alert_rate: f64,
@@ -108,11 +114,33 @@ fn from_csv(path: &Path, label_column: Option<&str>) -> anyhow::Result<TrainingD
     })
 }
 
+/// Rows of a truth file that name stored anomalies: (provider, provider_tx_id) of every row
+/// whose `expected_outcome` (when the column exists) is `accepted`.
+fn read_truth(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let header = reader.headers().with_context(|| format!("{}: header", path.display()))?.clone();
+    let column = |name: &str| header.iter().position(|column| column == name);
+    let (Some(provider), Some(id)) = (column("provider"), column("provider_tx_id")) else {
+        bail!("{}: needs provider and provider_tx_id columns (has {})", path.display(), header.iter().collect::<Vec<_>>().join(","));
+    };
+    let outcome = column("expected_outcome");
+    let mut anomalies = HashSet::new();
+    for (index, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: record {}", path.display(), index + 1))?;
+        if outcome.is_some_and(|outcome| record.get(outcome) != Some("accepted")) {
+            continue;
+        }
+        anomalies.insert((record.get(provider).unwrap_or("").to_string(), record.get(id).unwrap_or("").to_string()));
+    }
+    Ok(anomalies)
+}
+
 /// Every stored transaction, in `seq` order, through the streaming extractor.
-async fn from_store(url: &str) -> anyhow::Result<TrainingData> {
+async fn from_store(url: &str, truth: Option<&HashSet<(String, String)>>) -> anyhow::Result<TrainingData> {
     let store = Store::open(url).await.with_context(|| format!("opening the store at {}", super::redact(url)))?;
     let mut extractor = FeatureExtractor::new(FeatureConfig::default());
     let mut values: Vec<f64> = Vec::new();
+    let mut labels = truth.map(|_| Vec::new());
     let mut row = [0.0; FEATURE_COUNT];
     let (mut first, mut last) = (None, None);
     let mut from_seq = 0;
@@ -133,6 +161,10 @@ async fn from_store(url: &str) -> anyhow::Result<TrainingData> {
             last = Some(last.map_or(occurred_at, |last: chrono::DateTime<Utc>| last.max(occurred_at)));
             extractor.extract(&stored.transaction, &mut row);
             values.extend_from_slice(&row);
+            if let (Some(labels), Some(truth)) = (labels.as_mut(), truth) {
+                let key = (stored.transaction.provider.clone(), stored.transaction.provider_tx_id.clone());
+                labels.push(truth.contains(&key));
+            }
         }
     }
     store.close().await;
@@ -145,7 +177,7 @@ async fn from_store(url: &str) -> anyhow::Result<TrainingData> {
         from: from.to_rfc3339_opts(SecondsFormat::Secs, true),
         to: to.to_rfc3339_opts(SecondsFormat::Secs, true),
     });
-    Ok(TrainingData { rows, labels: None, schema: this_schema(), source: super::redact(url), window })
+    Ok(TrainingData { rows, labels, schema: this_schema(), source: super::redact(url), window })
 }
 
 pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -168,10 +200,14 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     let data = if is_store_url(&args.data) {
         if args.label_column.is_some() {
-            bail!("--label-column applies to a CSV; a store has no labels");
+            bail!("--label-column applies to a CSV; label a store's transactions with --labels truth.csv");
         }
-        from_store(&args.data).await?
+        let truth = args.labels.as_deref().map(read_truth).transpose()?;
+        from_store(&args.data, truth.as_ref()).await?
     } else {
+        if args.labels.is_some() {
+            bail!("--labels applies to a store; a CSV carries its labels in --label-column");
+        }
         from_csv(Path::new(&args.data), args.label_column.as_deref())?
     };
     let started = Instant::now();
@@ -190,6 +226,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
                 k: anomalies,
             });
         }
+        thresholds[0] = thresholds[0].clone().with_labels(&scores, labels)?;
         if let Some(target) = args.target_precision {
             thresholds.push(for_precision(&scores, labels, target)?);
         }

@@ -12,24 +12,9 @@ use std::path::Path;
 
 use training::any_model::ModelKind;
 use training::dataset::{load_csv, DatasetOptions};
-use training::ensemble::{CalibratedModel, Combination};
+use training::ensemble::{combine, CalibratedModel, Combination};
 use training::metrics::roc_auc;
 use training::{Fit, Model};
-
-fn combine(combination: Combination, values: &mut [f64]) -> f64 {
-    match combination {
-        Combination::Mean => values.iter().sum::<f64>() / values.len() as f64,
-        Combination::Median => {
-            values.sort_by(f64::total_cmp);
-            let middle = values.len() / 2;
-            if values.len() % 2 == 1 {
-                values[middle]
-            } else {
-                (values[middle - 1] + values[middle]) / 2.0
-            }
-        }
-    }
-}
 
 fn best_peers(path: &str) -> HashMap<String, f64> {
     let mut best = HashMap::new();
@@ -55,7 +40,7 @@ fn main() {
     let subsets: Vec<Vec<usize>> = (1u32..(1 << kinds.len()))
         .map(|mask| (0..kinds.len()).filter(|bit| mask & (1 << bit) != 0).collect::<Vec<_>>())
         .collect();
-    let combinations = [Combination::Mean, Combination::Median];
+    let combinations = [Combination::Mean, Combination::Median, Combination::TailEvidence];
     // results[subset][combination] = per-dataset mean ROC-AUC
     let mut results = vec![vec![Vec::new(); combinations.len()]; subsets.len()];
     let mut names = Vec::new();

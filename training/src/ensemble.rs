@@ -13,7 +13,7 @@
 use ndarray::{Array1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::calibration::Calibration;
+use crate::calibration::{Calibration, QUANTILES_MAX};
 use crate::{Model, TrainingError};
 
 /// Members one ensemble may hold (scoring combines them on the stack, without allocating).
@@ -48,6 +48,47 @@ pub enum Combination {
     Mean,
     /// The median: one member's extreme score alone cannot raise it.
     Median,
+    /// Tail evidence: one minus the geometric mean of the members' tail probabilities
+    /// `1 - p` (floored at [`TAIL_FLOOR`]). A member that puts the row in its far tail
+    /// counts for more than under the mean (0.999 and 0.5 combine to about 0.97, not 0.75),
+    /// so a single detector that sees the anomaly is not averaged away by one that does not.
+    TailEvidence,
+}
+
+/// Smallest tail probability a calibrated score stands for: the calibration's resolution
+/// (the spacing of its quantiles), so a score of exactly 1 is finite evidence.
+pub const TAIL_FLOOR: f64 = 1.0 / (QUANTILES_MAX - 1) as f64;
+
+/// Combines calibrated member scores (each in [0, 1]) into one, in [0, 1]. Reorders `scores`
+/// for the median. Members that all agree on `p` combine to `p` under every rule.
+pub fn combine(combination: Combination, scores: &mut [f64]) -> f64 {
+    let count = scores.len() as f64;
+    match combination {
+        Combination::Mean => scores.iter().sum::<f64>() / count,
+        Combination::Median => {
+            scores.sort_unstable_by(f64::total_cmp);
+            let middle = scores.len() / 2;
+            if scores.len() % 2 == 1 {
+                scores[middle]
+            } else {
+                (scores[middle - 1] + scores[middle]) / 2.0
+            }
+        }
+        Combination::TailEvidence => {
+            let mean_log_tail = scores.iter().map(|score| (1.0 - score + TAIL_FLOOR).ln()).sum::<f64>() / count;
+            (1.0 + TAIL_FLOOR - mean_log_tail.exp()).clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// A member's weight in the explanation of a combined score: its calibrated score for the
+/// mean and median, its tail evidence `-ln(1 - p + floor) + ln(1 + floor)` (≥ 0) for
+/// [`Combination::TailEvidence`].
+fn explanation_weight(combination: Combination, score: f64) -> f64 {
+    match combination {
+        Combination::Mean | Combination::Median => score,
+        Combination::TailEvidence => ((1.0 + TAIL_FLOOR).ln() - (1.0 - score + TAIL_FLOOR).ln()).max(0.0),
+    }
 }
 
 /// Calibrated members and the rule that combines them.
@@ -113,18 +154,7 @@ impl<M: Model> Ensemble<M> {
     }
 
     fn combine(&self, scores: &mut [f64]) -> f64 {
-        match self.combination {
-            Combination::Mean => scores.iter().sum::<f64>() / scores.len() as f64,
-            Combination::Median => {
-                scores.sort_unstable_by(f64::total_cmp);
-                let middle = scores.len() / 2;
-                if scores.len() % 2 == 1 {
-                    scores[middle]
-                } else {
-                    (scores[middle - 1] + scores[middle]) / 2.0
-                }
-            }
-        }
+        combine(self.combination, scores)
     }
 }
 
@@ -162,15 +192,29 @@ impl<M: Model> Model for Ensemble<M> {
             .collect()
     }
 
-    /// Sums the members' explanations, each rescaled to its share of the score (its calibrated
-    /// score over the member count); negative contributions count as zero, and a member that
-    /// attributes nothing spreads its share evenly.
+    /// Sums the members' explanations, each rescaled to the member's share of the combined
+    /// score (shares in proportion to each member's weight: its calibrated score, or its tail
+    /// evidence under [`Combination::TailEvidence`]), so the contributions add up to the score.
+    /// Negative contributions count as zero; a member that attributes nothing spreads its
+    /// share evenly.
     fn explain(&self, row: &[f64], contributions: &mut [f64]) {
         contributions.fill(0.0);
+        let mut scores = [0.0; MEMBERS_MAX];
+        let scores = &mut scores[..self.members.len()];
+        self.member_scores(row, scores);
+        let mut weights = [0.0; MEMBERS_MAX];
+        for (weight, &score) in weights.iter_mut().zip(scores.iter()) {
+            *weight = explanation_weight(self.combination, score);
+        }
+        let weight_total: f64 = weights.iter().sum();
+        let combined = self.combine(&mut scores.to_vec());
         let mut member_contributions = vec![0.0; contributions.len()];
-        let share_per_score = 1.0 / self.members.len() as f64;
-        for member in &self.members {
-            let share = member.score(row) * share_per_score;
+        for (index, member) in self.members.iter().enumerate() {
+            let share = if weight_total > 0.0 {
+                combined * weights[index] / weight_total
+            } else {
+                combined / self.members.len() as f64
+            };
             member.model.explain(row, &mut member_contributions);
             let positive: f64 = member_contributions.iter().map(|value| value.max(0.0)).sum();
             for (total, value) in contributions.iter_mut().zip(&member_contributions) {
@@ -181,5 +225,24 @@ impl<M: Model> Model for Ensemble<M> {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combinations_keep_agreement_and_the_unit_interval() {
+        for combination in [Combination::Mean, Combination::Median, Combination::TailEvidence] {
+            for p in [0.0, 0.2, 0.5, 0.9, 0.999, 1.0] {
+                let combined = combine(combination, &mut [p, p, p]);
+                assert!((combined - p).abs() < 1e-12, "{combination:?}: {p} → {combined}");
+            }
+        }
+        let tail = combine(Combination::TailEvidence, &mut [0.999, 0.5]);
+        assert!((tail - 0.9693).abs() < 1e-4, "{tail}");
+        assert_eq!(combine(Combination::Mean, &mut [0.999, 0.5]), 0.7495);
+        assert_eq!(combine(Combination::Median, &mut [0.9, 0.1, 0.5]), 0.5);
     }
 }

@@ -90,7 +90,10 @@ fn every_model_kind_round_trips_through_an_artifact_with_identical_scores() {
         assert!(before.iter().all(|score| (0.0..=1.0).contains(score)), "{name}");
         let labels: Vec<bool> = (0..rows.nrows()).map(|index| index >= 300).collect();
         let auc = training::metrics::roc_auc(&before, &labels).unwrap();
-        assert!(auc > 0.8, "{name}: ROC-AUC {auc} on outliers of one feature (random ranking: 0.5)");
+        // Per-feature detectors (ECOD, HBOS) also flag ordinary rows in the tails of the three
+        // correlated features, so they rank these outliers less perfectly than the others.
+        let auc_min = if name == "ensemble" || name == "iforest" { 0.95 } else { 0.7 };
+        assert!(auc > auc_min, "{name}: ROC-AUC {auc} on outliers of one feature (random ranking: 0.5)");
     }
 }
 

@@ -75,8 +75,11 @@ fn run_ensemble(rows: ArrayView2<'_, f64>, labels: &[bool], seed: u64) -> (f64, 
             "mad" => ranks(&RobustBaselineParams::default(), rows, seed),
             other => panic!("unknown member {other}"),
         };
+        // ENSEMBLE_COMBINE=fisher adds -ln(1 - rank) (tail evidence) instead of the rank.
+        let fisher = std::env::var("ENSEMBLE_COMBINE").is_ok_and(|value| value == "fisher");
+        let n = member_ranks.len() as f64;
         for (sum, rank) in total.iter_mut().zip(member_ranks) {
-            *sum += rank;
+            *sum += if fisher { -(1.0 - rank + 1.0 / (n + 1.0)).ln() } else { rank };
         }
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -451,3 +451,21 @@ fn isolation_forest_rejects_a_damaged_artifact_and_short_rows() {
     model.explain(&[1.0, 2.0], &mut contributions);
     assert!(contributions.iter().all(|value| value.is_nan()));
 }
+
+#[test]
+fn isolation_forest_scores_values_beyond_f32_range_like_the_range_edge() {
+    // Values past f32::MAX round to infinity; they must still land in real leaves (the
+    // padding under a shallow leaf is walked on its right side too) and score finitely.
+    let rows = rows_with_outlier(13);
+    let model = IsolationForestParams::default().fit(rows.view(), 0).unwrap();
+    for extreme in [1e300, -1e300, f64::MAX] {
+        let row = [extreme, 0.0, 0.0, 0.0];
+        let score = model.score(&row);
+        assert!(score.is_finite() && score > 0.0 && score <= 1.0, "{extreme}: {score}");
+        let batch = model.score_rows(ndarray::ArrayView2::from_shape((1, 4), &row).unwrap());
+        assert_eq!(batch[0], score);
+        let mut contributions = [0.0; 4];
+        model.explain(&row, &mut contributions);
+        assert!(contributions.iter().all(|value| value.is_finite()), "{contributions:?}");
+    }
+}

@@ -42,6 +42,9 @@ enum Command {
     Bench(cli::bench::BenchCommand),
     /// Ingest the bundled sample files of three providers and print their settlement.
     Demo(cli::demo::DemoArgs),
+    /// Feature vectors for the anomaly models: export from the ledger, benchmark.
+    #[command(subcommand)]
+    Features(cli::features::FeaturesCommand),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Command::Verify => cli::verify::run(&context).await,
             Command::Bench(command) => cli::bench::run(command).await,
             Command::Demo(command) => cli::demo::run(command).await,
+            Command::Features(command) => cli::features::run(&context, command).await,
         }
     });
     match result {

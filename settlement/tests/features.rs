@@ -23,6 +23,34 @@ use settlement::money::{Currencies, CurrencyCode};
 use settlement::store::{Item, Origin, Outcome, Store, StoredTransaction};
 use settlement::validate::{validate, Rules};
 
+/// Counts allocations made by the current thread (tests run on several threads).
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|count| count.get())
+}
+
 fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z").unwrap().into()
 }
@@ -338,6 +366,47 @@ fn eviction_keeps_state_bounded_and_a_returning_account_starts_fresh() {
     extractor.extract(&tx("x", Kind::Bet, "acct-0", "1", 60_000), &mut out);
     assert_eq!(out[index("account_first_seen")], 1.0);
     assert_eq!(out[index("account_count_1h")], 1.0);
+}
+
+#[test]
+fn extract_allocates_nothing_in_steady_state() {
+    let probe = allocations();
+    drop(std::hint::black_box(vec![1u8; 10]));
+    assert!(allocations() > probe, "the counting allocator counts");
+    // Known entities: a second pass over the same transactions.
+    let transactions = varied(5_000, 21, 200);
+    let mut extractor = FeatureExtractor::new(FeatureConfig::default());
+    let mut out = [0.0; FEATURE_COUNT];
+    for transaction in &transactions {
+        extractor.extract(transaction, &mut out);
+    }
+    let before = allocations();
+    for transaction in &transactions {
+        extractor.extract(transaction, &mut out);
+    }
+    assert_eq!(allocations() - before, 0, "allocations with every entity known");
+
+    // Full tables: every transaction brings new entities and evicts others.
+    let config = FeatureConfig {
+        accounts_max: 100,
+        games_max: 10,
+        sessions_max: 50,
+        rounds_max: 50,
+        providers_max: 4,
+        ..FeatureConfig::default()
+    };
+    let fresh = varied(20_000, 22, 5_000);
+    let mut extractor = FeatureExtractor::new(config);
+    for transaction in &fresh[..10_000] {
+        extractor.extract(transaction, &mut out);
+    }
+    let evictions = extractor.stats().evictions;
+    let before = allocations();
+    for transaction in &fresh[10_000..] {
+        extractor.extract(transaction, &mut out);
+    }
+    assert_eq!(allocations() - before, 0, "allocations while evicting");
+    assert!(extractor.stats().evictions > evictions + 5_000);
 }
 
 #[test]

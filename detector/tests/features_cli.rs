@@ -43,11 +43,15 @@ fn export_writes_the_library_vectors_in_seq_order_with_labels() {
     });
     assert!(stored.len() >= 5, "the examples hold transactions");
     let flagged = &stored[2].transaction;
+    let redelivered = &stored[3].transaction;
+    // The simulator's truth.csv shape: a duplicate redelivery's row names the stored
+    // original's key, but the original is not the anomaly.
     std::fs::write(
         temp.path().join("truth.csv"),
         format!(
-            "provider,provider_tx_id,category\n{},{},velocity\nnobody,nothing,other\n",
-            flagged.provider, flagged.provider_tx_id
+            "provider,provider_tx_id,scenario,expected_outcome\n{},{},velocity_burst,accepted\n\
+             {},{},duplicate_delivery,duplicate\nnobody,nothing,amount_spike,accepted\n",
+            flagged.provider, flagged.provider_tx_id, redelivered.provider, redelivered.provider_tx_id
         ),
     )
     .unwrap();
@@ -55,6 +59,7 @@ fn export_writes_the_library_vectors_in_seq_order_with_labels() {
     let out = run(&temp, &base, &["features", "export", "--out", "features.csv", "--labels", "truth.csv"]).expect(0);
     assert!(out.stdout.contains(&format!("exported {} transactions", stored.len())), "{}", out.stdout);
     assert!(out.stdout.contains("1 of 2 labelled keys are not among the exported transactions"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 label rows left out (expected_outcome not accepted)"), "{}", out.stdout);
 
     let text = std::fs::read_to_string(temp.path().join("features.csv")).unwrap();
     let mut lines = text.lines();
@@ -82,6 +87,26 @@ fn export_writes_the_library_vectors_in_seq_order_with_labels() {
     let first = std::fs::read_to_string(temp.path().join("first.csv")).unwrap();
     assert_eq!(first.lines().count(), 4);
     assert!(!first.lines().next().unwrap().ends_with(",label"));
+}
+
+#[test]
+fn a_plain_labels_file_labels_every_listed_key() {
+    let (temp, base) = setup();
+    let stored = runtime().block_on(async {
+        let store = open_store(&temp.path().join("ledger.db")).await;
+        let stored = store.transactions_in_seq_order(0, 10).await.unwrap();
+        store.close().await;
+        stored
+    });
+    let keys: Vec<String> = stored[..2]
+        .iter()
+        .map(|stored| format!("{},{}", stored.transaction.provider, stored.transaction.provider_tx_id))
+        .collect();
+    std::fs::write(temp.path().join("plain.csv"), keys.join("\n") + "\n").unwrap();
+    run(&temp, &base, &["features", "export", "--out", "plain-out.csv", "--labels", "plain.csv"]).expect(0);
+    let text = std::fs::read_to_string(temp.path().join("plain-out.csv")).unwrap();
+    let labels: Vec<&str> = text.lines().skip(1).map(|line| line.rsplit(',').next().unwrap()).collect();
+    assert_eq!(labels[..3], ["1", "1", "0"]);
 }
 
 #[test]

@@ -32,7 +32,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// A CSV whose first two columns are provider and provider_tx_id (a header row with those
-    /// names is skipped): listed transactions get label 1, the others 0.
+    /// names is skipped): listed transactions get label 1, the others 0. With an
+    /// `expected_outcome` column (the simulator's truth.csv), only `accepted` rows count.
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Export at most this many transactions (the first in seq order).
@@ -99,7 +100,7 @@ async fn export(context: &super::Context, args: ExportArgs) -> anyhow::Result<Ex
             }
             if let Some(labels) = &labels {
                 let key = (transaction.provider.clone(), transaction.provider_tx_id.clone());
-                let positive = labels.contains(&key);
+                let positive = labels.keys.contains(&key);
                 if positive {
                     positives += 1;
                     matched.insert(key);
@@ -118,23 +119,37 @@ async fn export(context: &super::Context, args: ExportArgs) -> anyhow::Result<Ex
     println!("exported {rows} transactions in seq order to {} (schema {})", args.out.display(), SCHEMA.fingerprint());
     if let Some(labels) = &labels {
         println!(
-            "labels: {positives} rows labelled 1, {} rows 0; {} of {} labelled keys are not among the exported transactions",
+            "labels: {positives} rows labelled 1, {} rows 0; {} of {} labelled keys are not among the exported transactions; \
+             {} label rows left out (expected_outcome not accepted)",
             rows - positives,
-            labels.len() - matched.len(),
-            labels.len()
+            labels.keys.len() - matched.len(),
+            labels.keys.len(),
+            labels.not_accepted
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The labelled keys of a labels file, and how many of its rows were left out.
+struct Labels {
+    keys: HashSet<(String, String)>,
+    not_accepted: u64,
+}
+
 /// The (provider, provider_tx_id) keys of a labels CSV.
-fn read_labels(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
+///
+/// When the header has an `expected_outcome` column (the simulator's `truth.csv`), only rows
+/// whose outcome is `accepted` label a transaction: a duplicate, conflicting or rejected
+/// record never entered the ledger under its key, and the stored transaction with that key
+/// (the original of a redelivery) is not the anomaly.
+fn read_labels(path: &Path) -> anyhow::Result<Labels> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_path(path)
         .with_context(|| format!("opening the labels file {}", path.display()))?;
-    let mut keys = HashSet::new();
+    let mut labels = Labels { keys: HashSet::new(), not_accepted: 0 };
+    let mut outcome_column = None;
     for (index, record) in reader.records().enumerate() {
         let line = index + 1;
         let record = record.with_context(|| format!("labels file {} line {line}", path.display()))?;
@@ -146,17 +161,24 @@ fn read_labels(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
             );
         };
         if line == 1 && provider.trim() == "provider" && provider_tx_id.trim() == "provider_tx_id" {
+            outcome_column = record.iter().position(|name| name.trim() == "expected_outcome");
             continue;
         }
         if provider.is_empty() || provider_tx_id.is_empty() {
             bail!("labels file {} line {line}: provider and provider_tx_id must not be empty", path.display());
         }
-        if keys.len() == LABEL_ROWS_MAX {
+        if let Some(column) = outcome_column {
+            if record.get(column).map(str::trim) != Some("accepted") {
+                labels.not_accepted += 1;
+                continue;
+            }
+        }
+        if labels.keys.len() == LABEL_ROWS_MAX {
             bail!("labels file {}: more than {LABEL_ROWS_MAX} rows", path.display());
         }
-        keys.insert((provider.to_string(), provider_tx_id.to_string()));
+        labels.keys.insert((provider.to_string(), provider_tx_id.to_string()));
     }
-    Ok(keys)
+    Ok(labels)
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {

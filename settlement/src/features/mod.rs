@@ -63,6 +63,8 @@
 //! Every value is finite for every transaction (a property test checks it).
 //!
 //! # Bounded state
+//! An account is keyed by its id alone (one player across providers, as in the ledger's
+//! `player:{account}`); games, sessions and rounds by provider and id.
 //! Each entity (account, game, session, round, provider) lives in a table capped by its
 //! `*_max` in [`FeatureConfig`], with CLOCK eviction (least recently seen, approximately;
 //! see `table.rs`). Keys are 64-bit hashes of the identifiers, so no strings are stored:
@@ -319,8 +321,8 @@ fn rate_ok(rate: f64) -> bool {
 }
 
 impl FeatureConfig {
-    /// Every problem of the configuration, first one as the error (for configurations read
-    /// from a file; [`FeatureExtractor::new`] replaces unusable values by the defaults).
+    /// The first unusable value of the configuration, if any (for configurations read from
+    /// a file; [`FeatureExtractor::new`] replaces unusable values by the defaults).
     pub fn check(&self) -> Result<(), FeatureConfigError> {
         for (field, value) in [
             ("accounts_max", self.accounts_max),

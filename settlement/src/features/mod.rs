@@ -49,8 +49,8 @@
 //! - Provider rates: `provider_transactions_per_second_1m` (decayed count / 60 s), and the
 //!   share of rejections, duplicates and conflicts among all of the provider's ingest
 //!   events (τ = 10 min). Rejected, duplicate and conflicting records never reach the
-//!   ledger, so the transaction stream cannot show them: the ingest path reports them with
-//!   [`FeatureExtractor::note_refusal`]. Without those calls (for instance when exporting
+//!   ledger, so the transaction stream cannot show them: the ingest path is to report them
+//!   with [`FeatureExtractor::note_refusal`] (the service will; nothing calls it yet). Without those calls (for instance when exporting
 //!   from the ledger for training) the three shares are 0, so a model trained on an export
 //!   sees none of them; they matter once the service feeds them.
 //! - `delay_seconds_signed_log1p`: received-at minus occurred-at, signed log.
@@ -548,7 +548,8 @@ impl FeatureExtractor {
     }
 
     /// Counts a refused record (rejection, duplicate, conflict) of `provider` at `at` into
-    /// the provider's shares. The ingest path calls this; see the module docs.
+    /// the provider's shares. For the ingest path of the service to call with each
+    /// outcome that is not an acceptance (nothing calls it yet); see the module docs.
     pub fn note_refusal(&mut self, provider: &str, refusal: Refusal, at: chrono::DateTime<chrono::Utc>) {
         let key = KeyHasher::new(DOMAIN_PROVIDER).field(provider).finish();
         let (rate_window, refusal_window) =

@@ -136,7 +136,7 @@ fn streaming_and_batch_give_bit_identical_vectors() {
         other.extract(&other_transactions[row], &mut scratch);
         let noise: Vec<u64> = (0..row % 17).map(|i| i as u64 * 3).collect();
         std::hint::black_box(noise);
-        extractor_step(&mut streaming, transaction, &mut out);
+        streaming.extract(transaction, &mut out);
         let expected = batch.row(row);
         for (column, (a, b)) in out.iter().zip(expected).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "row {row}, feature {}: {a} vs {b}", SCHEMA.names[column]);
@@ -150,10 +150,6 @@ fn streaming_and_batch_give_bit_identical_vectors() {
         let first = batch.row(0)[column];
         assert!(batch.rows().any(|row| row[column] != first), "{} is constant", SCHEMA.names[column]);
     }
-}
-
-fn extractor_step(extractor: &mut FeatureExtractor, transaction: &Transaction, out: &mut [f64]) {
-    extractor.extract(transaction, out);
 }
 
 #[test]

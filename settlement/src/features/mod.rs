@@ -575,8 +575,10 @@ impl FeatureExtractor {
     }
 
     /// Takes `tx` into the state, then writes its feature vector (in [`SCHEMA`] order) to
-    /// `out`. O(1): one lookup per entity table, no allocation once the tables are at their
-    /// working size.
+    /// `out`. O(1) amortised: one lookup per entity table, no allocation once the tables
+    /// are at their working size. (A table that evicts continuously rehashes its index in
+    /// place now and then, clearing the tombstones of evicted keys: a pause proportional
+    /// to the table's size, about once per `*_max` evictions or more rarely.)
     ///
     /// # Panics
     /// If `out.len()` is not [`FEATURE_COUNT`] (a programming error, not an input error).

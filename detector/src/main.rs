@@ -48,6 +48,9 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Generate labelled provider traffic (native files, statements, truth) deterministically.
     Simulate(cli::simulate::SimulateArgs),
+    /// Feature vectors for the anomaly models: export from the ledger, benchmark.
+    #[command(subcommand)]
+    Features(cli::features::FeaturesCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             Command::Eval(command) => cli::eval::run(command),
             Command::Train(command) => cli::train::run(command).await,
             Command::Simulate(command) => cli::simulate::run(command),
+            Command::Features(command) => cli::features::run(&context, command).await,
         }
     });
     match result {

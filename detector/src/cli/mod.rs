@@ -10,6 +10,7 @@ pub mod bench;
 pub mod dead_letter;
 pub mod demo;
 pub mod eval;
+pub mod features;
 pub mod ingest;
 pub mod settle;
 pub mod simulate;

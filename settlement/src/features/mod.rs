@@ -27,8 +27,8 @@
 //! - `amount_log_ratio_to_account_median`, `amount_robust_z_account`: the log amount
 //!   against the median of the account's previous 16 log amounts, and that difference over
 //!   `1.4826 · MAD` (floored at 0.1). The median and MAD are exact over those 16 values
-//!   (a fixed ring, 64 bytes per account): an approximation of the account's lifetime
-//!   median that follows recent behaviour. No history: 0.
+//!   (kept sorted as f32 with their arrival order, 81 bytes per account): an approximation
+//!   of the account's lifetime median that follows recent behaviour. No history: 0.
 //! - `account_seconds_since_previous_log1p`: `ln(1 + seconds)` since the account's
 //!   latest earlier transaction, capped at 30 days; the first transaction gets the cap.
 //! - Velocity `account_count_{1m,10m,1h}` and `account_amount_sum_{..}_log1p`: counts and
@@ -49,8 +49,8 @@
 //! - Provider rates: `provider_transactions_per_second_1m` (decayed count / 60 s), and the
 //!   share of rejections, duplicates and conflicts among all of the provider's ingest
 //!   events (τ = 10 min). Rejected, duplicate and conflicting records never reach the
-//!   ledger, so the transaction stream cannot show them: the ingest path reports them with
-//!   [`FeatureExtractor::note_refusal`]. Without those calls (for instance when exporting
+//!   ledger, so the transaction stream cannot show them: the ingest path is to report them
+//!   with [`FeatureExtractor::note_refusal`] (the service will; nothing calls it yet). Without those calls (for instance when exporting
 //!   from the ledger for training) the three shares are 0, so a model trained on an export
 //!   sees none of them; they matter once the service feeds them.
 //! - `delay_seconds_signed_log1p`: received-at minus occurred-at, signed log.
@@ -63,12 +63,15 @@
 //! Every value is finite for every transaction (a property test checks it).
 //!
 //! # Bounded state
+//! An account is keyed by its id alone (one player across providers, as in the ledger's
+//! `player:{account}`); games, sessions and rounds by provider and id.
 //! Each entity (account, game, session, round, provider) lives in a table capped by its
 //! `*_max` in [`FeatureConfig`], with CLOCK eviction (least recently seen, approximately;
 //! see `table.rs`). Keys are 64-bit hashes of the identifiers, so no strings are stored:
-//! an account costs about 230 bytes including its index entry (measured by
-//! `settlewatch features bench` and the eviction test). In steady state (tables at their
-//! limit, or the working set stable) `extract` allocates nothing.
+//! with 1,000,000 accounts the whole state is estimated at about 300 bytes per account,
+//! index included, and the process's peak RSS grows by about 340 bytes per account
+//! (`settlewatch features bench`; BENCHMARKS.md). In steady state (tables at their limit,
+//! or the working set known) `extract` allocates nothing (a test counts allocations).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -318,8 +321,8 @@ fn rate_ok(rate: f64) -> bool {
 }
 
 impl FeatureConfig {
-    /// Every problem of the configuration, first one as the error (for configurations read
-    /// from a file; [`FeatureExtractor::new`] replaces unusable values by the defaults).
+    /// The first unusable value of the configuration, if any (for configurations read from
+    /// a file; [`FeatureExtractor::new`] replaces unusable values by the defaults).
     pub fn check(&self) -> Result<(), FeatureConfigError> {
         for (field, value) in [
             ("accounts_max", self.accounts_max),
@@ -545,7 +548,8 @@ impl FeatureExtractor {
     }
 
     /// Counts a refused record (rejection, duplicate, conflict) of `provider` at `at` into
-    /// the provider's shares. The ingest path calls this; see the module docs.
+    /// the provider's shares. For the ingest path of the service to call with each
+    /// outcome that is not an acceptance (nothing calls it yet); see the module docs.
     pub fn note_refusal(&mut self, provider: &str, refusal: Refusal, at: chrono::DateTime<chrono::Utc>) {
         let key = KeyHasher::new(DOMAIN_PROVIDER).field(provider).finish();
         let (rate_window, refusal_window) =
@@ -571,8 +575,10 @@ impl FeatureExtractor {
     }
 
     /// Takes `tx` into the state, then writes its feature vector (in [`SCHEMA`] order) to
-    /// `out`. O(1): one lookup per entity table, no allocation once the tables are at their
-    /// working size.
+    /// `out`. O(1) amortised: one lookup per entity table, no allocation once the tables
+    /// are at their working size. (A table that evicts continuously rehashes its index in
+    /// place now and then, clearing the tombstones of evicted keys: a pause proportional
+    /// to the table's size, about once per `*_max` evictions or more rarely.)
     ///
     /// # Panics
     /// If `out.len()` is not [`FEATURE_COUNT`] (a programming error, not an input error).

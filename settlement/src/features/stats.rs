@@ -76,45 +76,82 @@ pub fn cyclic_time(at_nanos: i64) -> [f64; 4] {
 /// Values a ring holds: the account's last 16 amounts.
 pub const RING_LENGTH: usize = 16;
 
-/// The last `RING_LENGTH` values (f32: they are log amounts, 7 digits are plenty).
+/// The last `RING_LENGTH` values, kept sorted (f32: they are log amounts, 7 digits are
+/// plenty), each with the serial number of its arrival, so the oldest can be found and
+/// replaced. Keeping them sorted makes a push O(16) moves and the median and MAD O(16),
+/// with no sort per transaction. 81 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ring {
-    values: [f32; RING_LENGTH],
+    sorted: [f32; RING_LENGTH],
+    serials: [u8; RING_LENGTH],
     len: u8,
-    next: u8,
+    next_serial: u8,
 }
 
 impl Ring {
     pub fn push(&mut self, value: f64) {
-        self.values[self.next as usize] = value as f32;
-        self.next = ((self.next as usize + 1) % RING_LENGTH) as u8;
-        self.len = (self.len as usize + 1).min(RING_LENGTH) as u8;
+        let value = value as f32;
+        let mut len = self.len as usize;
+        if len == RING_LENGTH {
+            // Serials are unique within the window (16 < 256), so the oldest is found.
+            let oldest = self.next_serial.wrapping_sub(RING_LENGTH as u8);
+            let position = self.serials.iter().position(|&serial| serial == oldest).unwrap_or(0);
+            self.sorted.copy_within(position + 1.., position);
+            self.serials.copy_within(position + 1.., position);
+            len -= 1;
+        }
+        let position = self.sorted[..len].partition_point(|held| held.total_cmp(&value).is_le());
+        self.sorted.copy_within(position..len, position + 1);
+        self.serials.copy_within(position..len, position + 1);
+        self.sorted[position] = value;
+        self.serials[position] = self.next_serial;
+        self.next_serial = self.next_serial.wrapping_add(1);
+        self.len = (len + 1) as u8;
     }
 
     /// Median and median absolute deviation of the held values (exact over the ring);
     /// `None` when empty.
     pub fn median_and_mad(&self) -> Option<(f64, f64)> {
-        if self.len == 0 {
+        let n = self.len as usize;
+        if n == 0 {
             return None;
         }
-        let mut sorted = self.values;
-        let held = &mut sorted[..self.len as usize];
-        held.sort_unstable_by(f32::total_cmp);
-        let median = middle(held);
-        for value in held.iter_mut() {
-            *value = (*value - median as f32).abs();
+        let sorted = &self.sorted[..n];
+        let median = middle(n, |index| sorted[index] as f64);
+        // Deviations in increasing order: merge outwards from the median, the values at or
+        // below it (walking down) with those above it (walking up).
+        let mut deviations = [0f64; RING_LENGTH];
+        let above = sorted.partition_point(|&held| (held as f64) <= median);
+        let (mut down, mut up) = (above, above);
+        for deviation in deviations.iter_mut().take(n / 2 + 1) {
+            let below = (down > 0).then(|| median - sorted[down - 1] as f64);
+            let over = (up < n).then(|| sorted[up] as f64 - median);
+            *deviation = match (below, over) {
+                (Some(b), Some(o)) if b <= o => {
+                    down -= 1;
+                    b
+                }
+                (_, Some(o)) => {
+                    up += 1;
+                    o
+                }
+                (Some(b), None) => {
+                    down -= 1;
+                    b
+                }
+                (None, None) => break,
+            };
         }
-        held.sort_unstable_by(f32::total_cmp);
-        Some((median, middle(held)))
+        Some((median, middle(n, |index| deviations[index])))
     }
 }
 
-fn middle(sorted: &[f32]) -> f64 {
-    let n = sorted.len();
+/// The median of `n` sorted values given by `at`.
+fn middle(n: usize, at: impl Fn(usize) -> f64) -> f64 {
     if n % 2 == 1 {
-        sorted[n / 2] as f64
+        at(n / 2)
     } else {
-        (sorted[n / 2 - 1] as f64 + sorted[n / 2] as f64) / 2.0
+        (at(n / 2 - 1) + at(n / 2)) / 2.0
     }
 }
 
@@ -135,6 +172,26 @@ mod tests {
             ring.push(5.0);
         }
         assert_eq!(ring.median_and_mad(), Some((5.0, 0.0)));
+    }
+
+    #[test]
+    fn ring_matches_a_sort_of_the_last_values() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut ring = Ring::default();
+        let mut history: Vec<f32> = Vec::new();
+        for step in 0..2000 {
+            let value = if step % 7 == 0 { 4.0 } else { rng.gen_range(0.0..20.0f32).round() / 2.0 };
+            ring.push(value as f64);
+            history.push(value);
+            let mut last: Vec<f64> = history.iter().rev().take(RING_LENGTH).map(|&v| v as f64).collect();
+            last.sort_by(f64::total_cmp);
+            let median = middle(last.len(), |i| last[i]);
+            let mut deviations: Vec<f64> = last.iter().map(|v| (v - median).abs()).collect();
+            deviations.sort_by(f64::total_cmp);
+            let mad = middle(deviations.len(), |i| deviations[i]);
+            assert_eq!(ring.median_and_mad(), Some((median, mad)), "step {step}");
+        }
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub(crate) struct EntityTable<S> {
     hand: usize,
     capacity_max: usize,
     evictions: u64,
+    /// The index's largest capacity so far: its bucket array never shrinks, while
+    /// `capacity()` dips as evictions leave tombstones.
+    index_capacity_peak: usize,
 }
 
 impl<S: Default> EntityTable<S> {
@@ -99,6 +102,7 @@ impl<S: Default> EntityTable<S> {
             hand: 0,
             capacity_max: capacity_max.clamp(1, u32::MAX as usize),
             evictions: 0,
+            index_capacity_peak: 0,
         }
     }
 
@@ -110,6 +114,7 @@ impl<S: Default> EntityTable<S> {
             return Entry { state: &mut self.states[slot], first_seen: false };
         }
         let slot = if self.keys.len() < self.capacity_max {
+            self.grow();
             self.keys.push(key);
             self.states.push(S::default());
             self.referenced.push(true);
@@ -124,6 +129,7 @@ impl<S: Default> EntityTable<S> {
             slot
         };
         self.index.insert(key, slot as u32);
+        self.index_capacity_peak = self.index_capacity_peak.max(self.index.capacity());
         Entry { state: &mut self.states[slot], first_seen: true }
     }
 
@@ -131,6 +137,22 @@ impl<S: Default> EntityTable<S> {
     #[cfg(test)]
     pub(crate) fn get(&self, key: u64) -> Option<&S> {
         self.index.get(&key).map(|&slot| &self.states[slot as usize])
+    }
+
+    /// Grows the slot vectors by doubling, but never past `capacity_max`; once the table is
+    /// full, makes room in the index for twice the entries, so that the tombstones left by
+    /// evictions are cleared by rehashing in place instead of growing the index again.
+    fn grow(&mut self) {
+        let len = self.keys.len();
+        if len == self.keys.capacity() {
+            let additional = len.max(64).min(self.capacity_max - len);
+            self.keys.reserve_exact(additional);
+            self.states.reserve_exact(additional);
+            self.referenced.reserve_exact(additional);
+        }
+        if len + 1 == self.capacity_max {
+            self.index.reserve(self.capacity_max + 1);
+        }
     }
 
     /// CLOCK: the first slot from the hand whose reference bit is clear, clearing bits on
@@ -155,14 +177,19 @@ impl<S: Default> EntityTable<S> {
         self.evictions
     }
 
-    /// Bytes held, estimated from capacities: the slot vectors plus the index (a SwissTable
-    /// holds one control byte and one `(u64, u32)` bucket per slot of its capacity).
+    /// Bytes held, estimated from capacities: the slot vectors plus the index, a SwissTable
+    /// of a power-of-two number of buckets (at most 7/8 full), each a `(u64, u32)` pair and
+    /// one control byte.
     pub(crate) fn memory_bytes(&self) -> usize {
-        let bucket = std::mem::size_of::<(u64, u32)>() + 1;
+        let buckets = if self.index_capacity_peak == 0 {
+            0
+        } else {
+            (self.index_capacity_peak * 8).div_ceil(7).next_power_of_two()
+        };
         self.keys.capacity() * std::mem::size_of::<u64>()
             + self.states.capacity() * std::mem::size_of::<S>()
             + self.referenced.capacity()
-            + self.index.capacity() * bucket
+            + buckets * (std::mem::size_of::<(u64, u32)>() + 1)
     }
 }
 
@@ -177,7 +204,7 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(KeyHasher::new(1).field("x").finish(), KeyHasher::new(2).field("x").finish());
         // Pinned: training and serving in different processes must agree on keys.
-        assert_eq!(KeyHasher::new(0).field("acct-1").finish(), KeyHasher::new(0).field("acct-1").finish());
+        assert_eq!(KeyHasher::new(0).field("acct-1").finish(), 5_770_637_269_211_568_009);
     }
 
     #[test]

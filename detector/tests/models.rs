@@ -198,4 +198,20 @@ fn train_reads_a_store_through_the_feature_extractor() {
     let schema = &artifact.metadata.feature_schema;
     settlement::features::SCHEMA.check(&schema.name, schema.version, &schema.names).unwrap();
     assert_eq!(artifact.metadata.training.source, "sqlite:settlewatch-demo.db");
+
+    // The same ledger exported to CSV trains the same model: export and store read share the extractor.
+    run_in(dir.path(), &["features", "export", "--database-url", "sqlite:settlewatch-demo.db", "--out", "features.csv"])
+        .expect(0);
+    run_in(dir.path(), &["train", "--data", "features.csv", "--model", "iforest", "--out", "csv-model.json"]).expect(0);
+    let from_csv = Artifact::load(&dir.path().join("csv-model.json")).unwrap();
+    assert_eq!(from_csv.metadata.feature_schema, artifact.metadata.feature_schema);
+    assert_eq!(from_csv.model, artifact.model, "a model trained on the export differs from one trained on the store");
+
+    // An export whose header is not this build's schema is refused, naming the difference.
+    let text = std::fs::read_to_string(dir.path().join("features.csv")).unwrap();
+    let first = settlement::features::SCHEMA.names[0];
+    std::fs::write(dir.path().join("renamed.csv"), text.replacen(first, "renamed_feature", 1)).unwrap();
+    let run = run_in(dir.path(), &["train", "--data", "renamed.csv", "--out", "renamed.json"]).expect(1);
+    assert!(run.stderr.contains("not this build's schema"), "{}", run.stderr);
+    assert!(run.stderr.contains("renamed_feature"), "{}", run.stderr);
 }

@@ -200,8 +200,11 @@ fn train_reads_a_store_through_the_feature_extractor() {
     assert_eq!(artifact.metadata.training.source, "sqlite:settlewatch-demo.db");
 
     // The same ledger exported to CSV trains the same model: export and store read share the extractor.
-    run_in(dir.path(), &["features", "export", "--database-url", "sqlite:settlewatch-demo.db", "--out", "features.csv"])
-        .expect(0);
+    run_in(
+        dir.path(),
+        &["features", "export", "--database-url", "sqlite:settlewatch-demo.db", "--out", "features.csv"],
+    )
+    .expect(0);
     run_in(dir.path(), &["train", "--data", "features.csv", "--model", "iforest", "--out", "csv-model.json"]).expect(0);
     let from_csv = Artifact::load(&dir.path().join("csv-model.json")).unwrap();
     assert_eq!(from_csv.metadata.feature_schema, artifact.metadata.feature_schema);

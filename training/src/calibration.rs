@@ -36,7 +36,7 @@ impl Calibration {
         }
         let mut sorted = scores.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let count = sorted.len().min(QUANTILES_MAX).max(2);
+        let count = sorted.len().clamp(2, QUANTILES_MAX);
         let last = (sorted.len() - 1) as f64;
         // Quantile at probability p = i/(count-1): linear interpolation between order statistics
         // (numpy's default "linear" method), so the extremes are the training min and max.

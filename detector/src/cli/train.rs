@@ -121,7 +121,11 @@ fn read_truth(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
     let header = reader.headers().with_context(|| format!("{}: header", path.display()))?.clone();
     let column = |name: &str| header.iter().position(|column| column == name);
     let (Some(provider), Some(id)) = (column("provider"), column("provider_tx_id")) else {
-        bail!("{}: needs provider and provider_tx_id columns (has {})", path.display(), header.iter().collect::<Vec<_>>().join(","));
+        bail!(
+            "{}: needs provider and provider_tx_id columns (has {})",
+            path.display(),
+            header.iter().collect::<Vec<_>>().join(",")
+        );
     };
     let outcome = column("expected_outcome");
     let mut anomalies = HashSet::new();

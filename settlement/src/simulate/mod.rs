@@ -530,7 +530,9 @@ impl Plan {
         }
         config.scenarios.check().map_err(invalid)?;
         let traffic = &config.traffic;
-        if traffic.hourly_weights.len() != 24 || traffic.hourly_weights.iter().any(|weight| !(0.0..=1e6).contains(weight)) {
+        if traffic.hourly_weights.len() != 24
+            || traffic.hourly_weights.iter().any(|weight| !(0.0..=1e6).contains(weight))
+        {
             return Err(invalid("traffic.hourly_weights: 24 weights of at least 0"));
         }
         for (name, value, max) in [

@@ -451,6 +451,39 @@ fn peak_windows_run_at_ten_times_the_base_rate() {
     assert!((8.5..=11.5).contains(&ratio), "peak {peak_rate:.1} bets/min vs base {base_rate:.1}: ratio {ratio:.2}");
 }
 
+const FLAT_WEEK_WITH_DOUBLE_WEEKENDS: &str = r#"
+[traffic]
+hourly_weights = [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]
+weekend_factor = 2.0
+peak_windows = []
+"#;
+
+#[test]
+fn weekends_run_at_the_weekend_factor() {
+    // Monday 2026-11-16 to Sunday 2026-11-22.
+    let run = run(FLAT_WEEK_WITH_DOUBLE_WEEKENDS, 4, 7 * 86_400, 0.3);
+    let decoded = decode_all(&run.out);
+    let (_, accepted) = ledger(&decoded);
+    // Sessions by the UTC day of their first record.
+    let mut first_seen: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
+    for (provider, valid) in &accepted {
+        if let Some(session) = &valid.tx.session_id {
+            let at = first_seen.entry((provider.clone(), session.clone())).or_insert(valid.tx.occurred_at);
+            *at = (*at).min(valid.tx.occurred_at);
+        }
+    }
+    let mut per_day: BTreeMap<String, f64> = BTreeMap::new();
+    for at in first_seen.values() {
+        *per_day.entry(at.date_naive().to_string()).or_default() += 1.0;
+    }
+    let day = |date: &str| per_day.get(date).copied().unwrap_or(0.0);
+    let weekday = (16..=20).map(|d| day(&format!("2026-11-{d}"))).sum::<f64>() / 5.0;
+    let weekend = (day("2026-11-21") + day("2026-11-22")) / 2.0;
+    let ratio = weekend / weekday;
+    assert!(weekday > 500.0, "{per_day:?}");
+    assert!((1.7..=2.3).contains(&ratio), "weekend {weekend} vs weekday {weekday} sessions a day: {ratio:.2}");
+}
+
 #[test]
 fn bad_configurations_are_clear_errors() {
     let error = SimConfig::parse("[scenarios]\nrug_pull = 0.1\n").expect_err("an unknown scenario");

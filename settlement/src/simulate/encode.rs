@@ -1270,12 +1270,11 @@ impl Encoder for FixedWidthEncoder {
 
     fn finish(&mut self, sink: &mut dyn Sink, recorder: &mut Recorder) -> Result<(), SimulateError> {
         for currency in 0..self.batches.len() {
-            let open_at = self.batches[currency].as_ref().map(|batch| batch.hour * 3_600_000);
             self.close(currency, sink, recorder)?;
+            // Records held back from a broken last batch go into one more, intact batch.
             let held = std::mem::take(&mut self.deferred[currency]);
-            if let (false, Some(first)) = (held.is_empty(), held.first()) {
-                let at = open_at.map_or(first.delivered_ms, |_| first.delivered_ms);
-                self.open(currency, at, true, sink, recorder)?;
+            if let Some(first) = held.first() {
+                self.open(currency, first.delivered_ms, true, sink, recorder)?;
                 for event in held {
                     self.detail(&event, sink, recorder)?;
                 }

@@ -311,7 +311,6 @@ pub(crate) struct Recorder {
     pub records: u64,
     /// Distinct transactions generated (originals).
     pub transactions: u64,
-    pub episode_base: u32,
 }
 
 impl Recorder {
@@ -329,7 +328,6 @@ impl Recorder {
             labelled: [0; 12],
             records: 0,
             transactions: 0,
-            episode_base: 0,
         }
     }
 
@@ -340,7 +338,7 @@ impl Recorder {
 
     /// Opens an episode owned by this provider; returns its number.
     pub fn episode(&mut self, scenario: Scenario, account: &str, start_ms: i64, end_ms: i64, detail: String) -> u32 {
-        let number = self.episode_base + self.episodes.len() as u32 + 1;
+        let number = self.episodes.len() as u32 + 1;
         self.episodes.push(Episode {
             number,
             scenario,

@@ -471,8 +471,8 @@ impl DeliveryFaults<'_> {
             let duplicate = self.rates.duplicate_delivery;
             let conflict = duplicate + self.rates.conflicting_redelivery;
             let malformed = conflict + self.rates.malformed_record;
-            let account = account_text(event.player);
             if draw < conflict {
+                let account = account_text(event.player);
                 let mut copy = event.clone();
                 copy.delivered_ms = event.delivered_ms + rng.gen_range(1_000..=600_000);
                 event.must_land = true;
@@ -505,6 +505,7 @@ impl DeliveryFaults<'_> {
                 }
                 copies.push(copy);
             } else if draw < malformed && !event.must_land && !self.malformed_codes.is_empty() {
+                let account = account_text(event.player);
                 let code = self.malformed_codes[rng.gen_range(0..self.malformed_codes.len())];
                 event.malformed = Some(code);
                 event.label = Some(recorder.label(

@@ -50,6 +50,8 @@ fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
 /// One unit as the ingest path would see it: a validated transaction or a rejection code.
 struct Unit {
     result: Result<ValidTransaction, ErrorCode>,
+    /// The unit's bytes, kept for rejected units.
+    raw: Vec<u8>,
 }
 
 struct DecodedFile {
@@ -78,12 +80,13 @@ fn decode_all(out: &Path) -> Vec<DecodedFile> {
         let mut units = Vec::new();
         let mut sink = |unit: Decoded| -> Result<(), SinkClosed> {
             let result = unit.result.and_then(|tx| validate(tx, &rules, now)).map_err(|rejection| rejection.code);
-            units.push(Unit { result });
+            let raw = if result.is_err() { unit.raw } else { Vec::new() };
+            units.push(Unit { result, raw });
             Ok(())
         };
         match provider.adapter.decode(&source, &context, &mut sink) {
             Ok(_) => {}
-            Err(DecodeError::Rejected(rejection)) => units.push(Unit { result: Err(rejection.code) }),
+            Err(DecodeError::Rejected(rejection)) => units.push(Unit { result: Err(rejection.code), raw: Vec::new() }),
             Err(error) => panic!("{}: {error}", row["file"]),
         }
         decoded.push(DecodedFile { file: row["file"].clone(), provider: row["provider"].clone(), units });
@@ -229,6 +232,17 @@ fn every_file_decodes_through_its_adapter_as_the_manifest_and_truth_say() {
         rejected_total += tally.rejected.values().sum::<u64>();
     }
     assert!(explained.is_empty(), "truth rows name files not in the manifest: {:?}", explained.keys());
+    // And record by record: each malformed record in the truth file is a rejected unit of
+    // its file, with its code, whose bytes carry its id.
+    for row in truth.iter().filter(|row| row["scenario"] == "malformed_record") {
+        let file = decoded.iter().find(|file| file.file == row["file"]).expect("the row's file");
+        let code = ErrorCode::parse(&row["expected_code"]).expect("a code");
+        let id = row["provider_tx_id"].as_bytes();
+        let found = file.units.iter().any(|unit| {
+            unit.result.as_ref().err() == Some(&code) && unit.raw.windows(id.len()).any(|window| window == id)
+        });
+        assert!(found, "{row:?}: no unit of {} was rejected with {code} for this id", row["file"]);
+    }
     assert!(rejected_total > 0 && tallies.iter().map(|tally| tally.accepted).sum::<u64>() > 50_000);
     // The interface the feature exporter joins on.
     let header = std::fs::read_to_string(run.out.join("truth.csv")).expect("truth.csv");

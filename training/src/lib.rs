@@ -8,9 +8,17 @@
 //! features; the feature schema a model was trained on travels in its artifact metadata.
 
 pub mod dataset;
+pub mod ecod;
 pub mod error;
+pub mod gaussian_mixture;
+pub mod hbos;
+pub mod isolation_forest;
+pub mod knn;
 pub mod metrics;
 pub mod model;
+pub mod pca;
+pub mod robust_baseline;
+mod standardize;
 
 pub use error::TrainingError;
 pub use model::{Fit, Model};

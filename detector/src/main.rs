@@ -44,6 +44,9 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Generate labelled provider traffic (native files, statements, truth) deterministically.
     Simulate(cli::simulate::SimulateArgs),
+    /// Feature vectors for the anomaly models: export from the ledger, benchmark.
+    #[command(subcommand)]
+    Features(cli::features::FeaturesCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Bench(command) => cli::bench::run(command).await,
             Command::Demo(command) => cli::demo::run(command).await,
             Command::Simulate(command) => cli::simulate::run(command),
+            Command::Features(command) => cli::features::run(&context, command).await,
         }
     });
     match result {

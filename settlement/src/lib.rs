@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod features;
 pub mod generate;
 pub mod ingest;
 pub mod ledger;

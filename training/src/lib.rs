@@ -1,6 +1,24 @@
 //! Anomaly models for settlewatch: fit, score, explain, evaluate and calibrate thresholds
 //! (Isolation Forest, ECOD, robust baselines, mixtures, PCA error and their ensemble).
 //!
-//! This crate is intentionally empty until the models issue: it exists now so that the
-//! workspace pins `ndarray` to the version `linfa` is built on (`cargo tree -d` shows a
-//! single ndarray) before any numeric code depends on it.
+//! Every detector is fitted from checked parameters and a seed ([`Fit`]) into a [`Model`]
+//! that scores one row at a time without allocating and explains each score per feature.
+//! Models are plain data (`serde`), so an artifact on disk scores exactly like the model
+//! that was saved. This crate knows nothing of transactions: it sees rows of `f64`
+//! features; the feature schema a model was trained on travels in its artifact metadata.
+
+pub mod dataset;
+pub mod ecod;
+pub mod error;
+pub mod gaussian_mixture;
+pub mod hbos;
+pub mod isolation_forest;
+pub mod knn;
+pub mod metrics;
+pub mod model;
+pub mod pca;
+pub mod robust_baseline;
+mod standardize;
+
+pub use error::TrainingError;
+pub use model::{Fit, Model};

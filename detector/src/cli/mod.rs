@@ -9,6 +9,7 @@ use settlement::store::Store;
 pub mod bench;
 pub mod dead_letter;
 pub mod demo;
+pub mod features;
 pub mod ingest;
 pub mod settle;
 pub mod simulate;

@@ -13,7 +13,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row};
 
-use crate::model::{from_timestamp_nanos, timestamp_nanos, Kind};
+use crate::model::{from_timestamp_nanos, timestamp_nanos, Kind, Transaction};
 use crate::money::CurrencyCode;
 use crate::rejection::ErrorCode;
 use crate::statement::KindTotal;
@@ -240,6 +240,50 @@ impl Store {
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, hash32(row.try_get(2)?)?))).collect()
     }
 
+    /// Up to `limit` (at most `LIST_ROWS_MAX`) stored transactions with `seq >= from_seq`,
+    /// in `seq` order: the ledger's ingestion order, which feature extraction follows. Page
+    /// through the ledger by passing the last seq + 1.
+    pub async fn transactions_in_seq_order(&self, from_seq: i64, limit: i64) -> Result<Vec<StoredTransaction>> {
+        let rows = sqlx::query(
+            "SELECT t.seq, p.name, t.provider_tx_id, t.kind, t.account, t.game_id, t.round_id, t.session_id,
+                    t.currency, t.exponent, t.amount_minor, t.occurred_at_ns, t.received_at_ns, t.original_tx_id,
+                    t.raw_sha256
+             FROM transactions t JOIN providers p ON p.id = t.provider_id
+             WHERE t.seq >= $1 ORDER BY t.seq LIMIT $2",
+        )
+        .bind(from_seq)
+        .bind(limit.clamp(1, LIST_ROWS_MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get(0)?;
+                let exponent = u32::try_from(row.try_get::<i64, _>(9)?)
+                    .ok()
+                    .filter(|&exponent| exponent <= crate::money::CURRENCY_EXPONENT_MAX)
+                    .ok_or_else(|| StoreError::Corrupt(format!("transaction #{seq}: exponent out of range")))?;
+                Ok(StoredTransaction {
+                    seq,
+                    transaction: Transaction {
+                        provider: row.try_get(1)?,
+                        provider_tx_id: row.try_get(2)?,
+                        kind: kind(&row.try_get::<String, _>(3)?)?,
+                        account: row.try_get(4)?,
+                        game_id: row.try_get(5)?,
+                        round_id: row.try_get(6)?,
+                        session_id: row.try_get(7)?,
+                        currency: currency(&row.try_get::<String, _>(8)?)?,
+                        amount: crate::money::from_minor(row.try_get(10)?, exponent),
+                        occurred_at: from_timestamp_nanos(row.try_get(11)?),
+                        received_at: from_timestamp_nanos(row.try_get(12)?),
+                        original_tx_id: row.try_get(13)?,
+                        raw_sha256: hash32(row.try_get(14)?)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
     pub async fn file_ingested(&self, provider: &str, sha256: &[u8; 32]) -> Result<Option<IngestedFile>> {
         let row = sqlx::query(
             "SELECT f.name, f.size_bytes, f.units, f.accepted, f.duplicates, f.conflicts, f.rejected, f.completed_at_ns
@@ -398,6 +442,13 @@ impl Store {
     pub async fn verify(&self) -> Result<VerifyReport> {
         verify::verify(&self.pool).await
     }
+}
+
+/// A transaction as stored, with its place in the ledger's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTransaction {
+    pub seq: i64,
+    pub transaction: Transaction,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

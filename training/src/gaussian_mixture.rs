@@ -1,0 +1,352 @@
+//! A Gaussian mixture density on standardized features; the anomaly score is the negative
+//! log-likelihood of a row.
+//!
+//! Why it exists: it models correlations between features, which the per-feature detectors
+//! (ECOD, the robust baseline) cannot see, and several modes (e.g. deposit and withdrawal
+//! behaviour), which one Gaussian or PCA cannot. It gives the ensemble a density view.
+//!
+//! Fitting: features are standardized (mean 0, standard deviation 1; a constant feature
+//! keeps scale 1), then linfa-clustering's EM with full covariances, k-means
+//! initialisation, `reg_covariance` added to every covariance diagonal (so constant or
+//! collinear features never make a covariance singular), seeded. If EM fails (it did not
+//! converge, or a covariance was not positive definite) the model falls back to a single
+//! Gaussian with the regularised sample covariance, computed here, and records why in
+//! [`GaussianMixture::fallback_reason`]. Components lighter than `component_weight_min`
+//! are dropped after EM (see that parameter).
+//!
+//! Scoring needs no linfa object: the model keeps, per component, `ln w_k`, the mean, the
+//! inverse Cholesky factor `L_k⁻¹` of the covariance and `ln |Σ_k|`. For a standardized row
+//! `z`, `ln N_k(z) = -½ (d ln 2π + ln |Σ_k| + ‖L_k⁻¹ (z - μ_k)‖²)` and the score is
+//! `-ln Σ_k w_k N_k(z)`, accumulated with an online log-sum-exp: no allocation.
+//!
+//! Explanation (an approximation, documented as such): the mixture's log-likelihood does not
+//! split over features, so the explanation takes the component most responsible for the row
+//! (largest `w_k N_k(z)`) and splits its Mahalanobis term `δᵀ P δ` (δ = z - μ_k, P = Σ_k⁻¹)
+//! into `½ δ_i (P δ)_i` per feature. These add up to half the Mahalanobis distance of that
+//! component, the part of the score that depends on the row; a feature that is unusual only
+//! jointly with a correlated one shares the credit with it, and the credit can be negative.
+
+use std::f64::consts::PI;
+
+use linfa::traits::Fit as LinfaFit;
+use linfa::DatasetBase;
+use linfa_clustering::GaussianMixtureModel;
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::seq::index;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::model::check_training_rows;
+use crate::{Fit, Model, TrainingError};
+
+/// Most mixture components.
+pub const COMPONENTS_MAX: usize = 64;
+/// Most EM iterations.
+pub const ITERATIONS_MAX: u64 = 10_000;
+/// Most features: the model keeps two `d × d` matrices per component.
+pub const FEATURES_MAX: usize = 1_024;
+
+/// Hyper-parameters of [`GaussianMixture`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GaussianMixtureParams {
+    /// Mixture components. Default 4: enough for a few modes, few enough that every
+    /// component sees hundreds of rows on small data. Capped at the number of rows.
+    pub components: usize,
+    /// Added to every covariance diagonal, in standardized units. Default 1e-3.
+    pub reg_covariance: f64,
+    /// Largest number of EM iterations. Default 200.
+    pub iterations_max: u64,
+    /// EM stops when the mean log-likelihood changes by less than this. Default 1e-3
+    /// (scikit-learn's `tol`).
+    pub tolerance: f64,
+    /// Most training rows EM sees; more are subsampled (seeded). Default 100,000.
+    pub training_rows_max: usize,
+    /// Components lighter than this share of the rows are dropped after EM (the heaviest is
+    /// always kept) and the weights renormalised. Default 0.02. A tiny component is EM
+    /// memorising a handful of outliers with a narrow Gaussian, which would give exactly
+    /// those rows a high likelihood; dropping it scores them under the bulk of the data.
+    pub component_weight_min: f64,
+}
+
+impl Default for GaussianMixtureParams {
+    fn default() -> Self {
+        GaussianMixtureParams {
+            components: 4,
+            reg_covariance: 1e-3,
+            iterations_max: 200,
+            tolerance: 1e-3,
+            training_rows_max: 100_000,
+            component_weight_min: 0.02,
+        }
+    }
+}
+
+/// A fitted mixture, as plain data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GaussianMixture {
+    n_features: usize,
+    /// Standardization: `z_i = (x_i - feature_means[i]) / feature_scales[i]`.
+    feature_means: Vec<f64>,
+    feature_scales: Vec<f64>,
+    components: usize,
+    /// `ln w_k + (-½)(d ln 2π + ln |Σ_k|)`: the row-independent part of `ln w_k N_k`.
+    log_constants: Vec<f64>,
+    /// `components × d` means, standardized units.
+    means: Vec<f64>,
+    /// `components × d × d` lower-triangular `L_k⁻¹`, row-major.
+    inverse_cholesky: Vec<f64>,
+    /// `components × d × d` precision matrices `Σ_k⁻¹`, row-major (for explanations).
+    precisions: Vec<f64>,
+    /// Why EM was replaced by a single Gaussian, if it was.
+    fallback_reason: Option<String>,
+}
+
+impl Fit for GaussianMixtureParams {
+    type Model = GaussianMixture;
+
+    fn check(&self) -> Result<(), TrainingError> {
+        let invalid = |name: &'static str, reason: String| Err(TrainingError::InvalidParameter { name, reason });
+        if self.components == 0 || self.components > COMPONENTS_MAX {
+            return invalid("components", format!("{} is outside 1..={COMPONENTS_MAX}", self.components));
+        }
+        if !(self.reg_covariance.is_finite() && self.reg_covariance > 0.0) {
+            return invalid("reg_covariance", format!("{} is not a positive number", self.reg_covariance));
+        }
+        if self.iterations_max == 0 || self.iterations_max > ITERATIONS_MAX {
+            return invalid("iterations_max", format!("{} is outside 1..={ITERATIONS_MAX}", self.iterations_max));
+        }
+        if !(self.tolerance.is_finite() && self.tolerance > 0.0) {
+            return invalid("tolerance", format!("{} is not a positive number", self.tolerance));
+        }
+        if self.training_rows_max == 0 {
+            return invalid("training_rows_max", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.component_weight_min) {
+            return invalid("component_weight_min", format!("{} is outside [0, 1)", self.component_weight_min));
+        }
+        Ok(())
+    }
+
+    fn fit(&self, rows: ArrayView2<'_, f64>, seed: u64) -> Result<GaussianMixture, TrainingError> {
+        self.check()?;
+        check_training_rows(rows, 1)?;
+        let (n, d) = rows.dim();
+        if d > FEATURES_MAX {
+            return Err(TrainingError::InvalidData(format!("{d} features, at most {FEATURES_MAX}")));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let training: Array2<f64> = if n > self.training_rows_max {
+            let mut kept = index::sample(&mut rng, n, self.training_rows_max).into_vec();
+            kept.sort_unstable();
+            rows.select(Axis(0), &kept)
+        } else {
+            rows.to_owned()
+        };
+        let (feature_means, feature_scales) = crate::standardize::means_and_scales(training.view());
+        let mut standardized = training;
+        for mut row in standardized.rows_mut() {
+            for ((value, mean), scale) in row.iter_mut().zip(&feature_means).zip(&feature_scales) {
+                *value = (*value - mean) / scale;
+            }
+        }
+        let components = self.components.min(standardized.nrows());
+        let fitted = GaussianMixtureModel::params(components)
+            .with_rng(rng)
+            .reg_covariance(self.reg_covariance)
+            .max_n_iterations(self.iterations_max)
+            .tolerance(self.tolerance)
+            .n_runs(1)
+            .fit(&DatasetBase::from(standardized.clone()));
+        let mut model = GaussianMixture {
+            n_features: d,
+            feature_means,
+            feature_scales,
+            components: 0,
+            log_constants: Vec::new(),
+            means: Vec::new(),
+            inverse_cholesky: Vec::new(),
+            precisions: Vec::new(),
+            fallback_reason: None,
+        };
+        let added = match fitted {
+            Ok(gmm) => {
+                let weights = gmm.weights();
+                let heaviest = (0..components).fold(0, |best, k| if weights[k] > weights[best] { k } else { best });
+                let kept: Vec<usize> =
+                    (0..components).filter(|&k| k == heaviest || weights[k] >= self.component_weight_min).collect();
+                let kept_weight: f64 = kept.iter().map(|&k| weights[k]).sum();
+                kept.iter().try_for_each(|&k| {
+                    let mean = gmm.means().row(k).to_vec();
+                    model.add_component(weights[k] / kept_weight, &mean, gmm.covariances().index_axis(Axis(0), k))
+                })
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(reason) = added {
+            model.components = 0;
+            model.log_constants.clear();
+            model.means.clear();
+            model.inverse_cholesky.clear();
+            model.precisions.clear();
+            model.fallback_reason = Some(reason);
+            let (mean, covariance) = mean_and_covariance(standardized.view(), self.reg_covariance);
+            model.add_component(1.0, &mean, covariance.view()).map_err(|reason| {
+                TrainingError::InvalidData(format!("even one regularised Gaussian cannot be fitted: {reason}"))
+            })?;
+        }
+        Ok(model)
+    }
+}
+
+/// Mean and population covariance with `reg` added to the diagonal.
+fn mean_and_covariance(rows: ArrayView2<'_, f64>, reg: f64) -> (Vec<f64>, Array2<f64>) {
+    let n = rows.nrows() as f64;
+    let mean = rows.mean_axis(Axis(0)).map(|mean| mean.to_vec()).unwrap_or_else(|| vec![0.0; rows.ncols()]);
+    let mut centred = rows.to_owned();
+    for mut row in centred.rows_mut() {
+        for (value, m) in row.iter_mut().zip(&mean) {
+            *value -= m;
+        }
+    }
+    let mut covariance = centred.t().dot(&centred) / n;
+    for i in 0..covariance.nrows() {
+        covariance[[i, i]] += reg;
+    }
+    (mean, covariance)
+}
+
+/// Lower-triangular Cholesky factor of a symmetric positive definite matrix, row-major.
+fn cholesky(matrix: ArrayView2<'_, f64>) -> Result<Vec<f64>, String> {
+    let d = matrix.nrows();
+    let mut lower = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let mut sum = matrix[[i, j]];
+            for k in 0..j {
+                sum -= lower[i * d + k] * lower[j * d + k];
+            }
+            if i == j {
+                if !(sum > 0.0 && sum.is_finite()) {
+                    return Err(format!("covariance is not positive definite (pivot {i} is {sum})"));
+                }
+                lower[i * d + i] = sum.sqrt();
+            } else {
+                lower[i * d + j] = sum / lower[j * d + j];
+            }
+        }
+    }
+    Ok(lower)
+}
+
+/// Inverse of a lower-triangular matrix (row-major), by forward substitution per column.
+fn invert_lower(lower: &[f64], d: usize) -> Vec<f64> {
+    let mut inverse = vec![0.0; d * d];
+    for column in 0..d {
+        for i in column..d {
+            let mut sum = if i == column { 1.0 } else { 0.0 };
+            for k in column..i {
+                sum -= lower[i * d + k] * inverse[k * d + column];
+            }
+            inverse[i * d + column] = sum / lower[i * d + i];
+        }
+    }
+    inverse
+}
+
+impl GaussianMixture {
+    fn add_component(&mut self, weight: f64, mean: &[f64], covariance: ArrayView2<'_, f64>) -> Result<(), String> {
+        let d = self.n_features;
+        if !(weight.is_finite() && weight > 0.0) || mean.iter().any(|value| !value.is_finite()) {
+            return Err(format!("component {} has weight {weight} or a non-finite mean", self.components));
+        }
+        let lower = cholesky(covariance)?;
+        let log_determinant: f64 = (0..d).map(|i| 2.0 * lower[i * d + i].ln()).sum();
+        let inverse = invert_lower(&lower, d);
+        let mut precision = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                // (L⁻ᵀ L⁻¹)_ij = Σ_k L⁻¹_ki L⁻¹_kj, k ≥ max(i, j).
+                precision[i * d + j] = (i.max(j)..d).map(|k| inverse[k * d + i] * inverse[k * d + j]).sum();
+            }
+        }
+        self.log_constants.push(weight.ln() - 0.5 * (d as f64 * (2.0 * PI).ln() + log_determinant));
+        self.means.extend_from_slice(mean);
+        self.inverse_cholesky.extend_from_slice(&inverse);
+        self.precisions.extend_from_slice(&precision);
+        self.components += 1;
+        Ok(())
+    }
+
+    /// Standardized value of feature `i` of `row`.
+    #[inline]
+    fn standardized(&self, row: &[f64], i: usize) -> f64 {
+        (row[i] - self.feature_means[i]) / self.feature_scales[i]
+    }
+
+    /// `ln w_k N_k(z)` for component `k`.
+    fn log_weighted_density(&self, row: &[f64], k: usize) -> f64 {
+        let d = self.n_features;
+        let mean = &self.means[k * d..(k + 1) * d];
+        let inverse = &self.inverse_cholesky[k * d * d..(k + 1) * d * d];
+        let mut mahalanobis = 0.0;
+        for i in 0..d {
+            let mut projected = 0.0;
+            for j in 0..=i {
+                projected += inverse[i * d + j] * (self.standardized(row, j) - mean[j]);
+            }
+            mahalanobis += projected * projected;
+        }
+        self.log_constants[k] - 0.5 * mahalanobis
+    }
+
+    /// Components of the mixture (1 after a fallback).
+    pub fn components(&self) -> usize {
+        self.components
+    }
+
+    /// Why EM was replaced by a single Gaussian, if it was.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+}
+
+impl Model for GaussianMixture {
+    fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    fn score(&self, row: &[f64]) -> f64 {
+        debug_assert_eq!(row.len(), self.n_features);
+        // Online log-sum-exp: running maximum and the sum of exp(value - maximum).
+        let (mut maximum, mut sum) = (f64::NEG_INFINITY, 0.0);
+        for k in 0..self.components {
+            let value = self.log_weighted_density(row, k);
+            if value > maximum {
+                sum = sum * (maximum - value).exp() + 1.0;
+                maximum = value;
+            } else {
+                sum += (value - maximum).exp();
+            }
+        }
+        -(maximum + sum.ln())
+    }
+
+    /// `½ δ_i (P δ)_i` of the most responsible component (see the module documentation).
+    fn explain(&self, row: &[f64], contributions: &mut [f64]) {
+        debug_assert_eq!(row.len(), self.n_features);
+        let d = self.n_features;
+        let best = (0..self.components)
+            .map(|k| (k, self.log_weighted_density(row, k)))
+            .fold((0, f64::NEG_INFINITY), |best, candidate| if candidate.1 > best.1 { candidate } else { best })
+            .0;
+        let mean = &self.means[best * d..(best + 1) * d];
+        let precision = &self.precisions[best * d * d..(best + 1) * d * d];
+        for (i, contribution) in contributions.iter_mut().enumerate() {
+            let delta_i = self.standardized(row, i) - mean[i];
+            let precision_delta: f64 =
+                (0..d).map(|j| precision[i * d + j] * (self.standardized(row, j) - mean[j])).sum();
+            *contribution = 0.5 * delta_i * precision_delta;
+        }
+    }
+}

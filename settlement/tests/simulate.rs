@@ -499,6 +499,15 @@ fn weekends_run_at_the_weekend_factor() {
 }
 
 #[test]
+fn the_example_configuration_is_the_default() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/simulate.toml");
+    let example = SimConfig::load(&path).expect("examples/simulate.toml loads");
+    let default = SimConfig::default();
+    // The types hold floats and tables without PartialEq; their debug forms compare all fields.
+    assert_eq!(format!("{example:?}"), format!("{default:?}"));
+}
+
+#[test]
 fn bad_configurations_are_clear_errors() {
     let error = SimConfig::parse("[scenarios]\nrug_pull = 0.1\n").expect_err("an unknown scenario");
     assert!(error.to_string().contains("rug_pull"), "{error}");

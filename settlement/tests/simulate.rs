@@ -332,9 +332,10 @@ fn every_scenario_appears_at_its_configured_rate() {
         let counted = episodes.iter().filter(|row| row["scenario"] == name).count() as f64;
         assert_eq!(counted, scenario.episodes as f64, "{name}: summary and episodes.csv disagree");
         let expected = scenario.rate * scenario.opportunities as f64;
-        // Binomial / Poisson spread, 4.5 standard deviations, plus 10% for outages that
-        // are skipped when they would overlap another.
-        let tolerance = 4.5 * expected.sqrt() + 0.1 * expected + 1.0;
+        // Binomial / Poisson spread, 4.5 standard deviations; outages that would overlap
+        // another are skipped, so they may fall up to 15% short as well.
+        let overlap = if name == "provider_outage" { 0.15 * expected } else { 0.0 };
+        let tolerance = 4.5 * expected.sqrt() + overlap + 1.0;
         assert!(
             (counted - expected).abs() <= tolerance,
             "{name}: {counted} episodes, expected {expected:.1} ± {tolerance:.1} ({} × {})",

@@ -11,7 +11,9 @@ use common::run_in;
 fn manifest(text: &str) -> Vec<BTreeMap<String, String>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
-    lines.map(|line| header.iter().map(|name| name.to_string()).zip(line.split(',').map(str::to_string)).collect()).collect()
+    lines
+        .map(|line| header.iter().map(|name| name.to_string()).zip(line.split(',').map(str::to_string)).collect())
+        .collect()
 }
 
 #[test]
@@ -32,7 +34,16 @@ fn simulated_files_ingest_exactly_as_the_manifest_and_truth_say() {
         let file = format!("sim/{}", row["file"]);
         let ingest = run_in(
             dir,
-            &["--config", "sim/settlewatch.toml", "--database-url", &url, "ingest", "--provider", &row["provider"], &file],
+            &[
+                "--config",
+                "sim/settlewatch.toml",
+                "--database-url",
+                &url,
+                "ingest",
+                "--provider",
+                &row["provider"],
+                &file,
+            ],
         )
         .expect(0);
         let expected = format!(
@@ -45,7 +56,8 @@ fn simulated_files_ingest_exactly_as_the_manifest_and_truth_say() {
             assert!(ingest.stdout.contains(&format!("{code} {count}")), "{file}: {part} not in\n{}", ingest.stdout);
         }
         accepted += row["accepted"].parse::<u64>().expect("a count");
-        not_accepted += row["units"].parse::<u64>().expect("a count") - row["accepted"].parse::<u64>().expect("a count");
+        not_accepted +=
+            row["units"].parse::<u64>().expect("a count") - row["accepted"].parse::<u64>().expect("a count");
     }
     // Every unit not accepted is a labelled record in the truth file (a broken batch is one
     // unit for all its records).

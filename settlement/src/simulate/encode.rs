@@ -95,7 +95,8 @@ impl Sink for FileSink {
 // ---------------------------------------------------------------------------------------
 // Numbers and times
 
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+/// The decimal digits of `value` in a stack buffer: (buffer, index of the first digit).
+fn digits(mut value: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -106,7 +107,12 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut value: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    (digits, at)
+}
+
+pub(crate) fn push_u64(out: &mut Vec<u8>, value: u64) {
+    let (digits, first) = digits(value);
+    out.extend_from_slice(&digits[first..]);
 }
 
 pub(crate) fn push_i64(out: &mut Vec<u8>, value: i64) {
@@ -118,10 +124,10 @@ pub(crate) fn push_i64(out: &mut Vec<u8>, value: i64) {
 
 /// `value` zero-padded to at least `width` digits.
 pub(crate) fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
-    let mut digits = Vec::with_capacity(20);
-    push_u64(&mut digits, value);
-    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(digits.len())));
-    out.extend_from_slice(&digits);
+    let (digits, first) = digits(value);
+    let length = digits.len() - first;
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(length)));
+    out.extend_from_slice(&digits[first..]);
 }
 
 /// Minor units as a decimal with exactly `exponent` places (`1050, 2` → `10.50`).
@@ -674,9 +680,12 @@ impl JsonEncoder {
         line.extend_from_slice(b"{\"headers\":{");
         push_json_string(line, self.signature_header.as_bytes());
         line.push(b':');
-        let mut value = self.signature_prefix.as_bytes().to_vec();
+        let mut value = std::mem::take(&mut self.scratch);
+        value.clear();
+        value.extend_from_slice(self.signature_prefix.as_bytes());
         value.extend_from_slice(&hex_text);
         push_json_string(line, &value);
+        self.scratch = value;
         line.extend_from_slice(b"},\"body\":");
         push_json_string(line, body);
         line.extend_from_slice(b"}\n");
@@ -1270,12 +1279,11 @@ impl Encoder for FixedWidthEncoder {
 
     fn finish(&mut self, sink: &mut dyn Sink, recorder: &mut Recorder) -> Result<(), SimulateError> {
         for currency in 0..self.batches.len() {
-            let open_at = self.batches[currency].as_ref().map(|batch| batch.hour * 3_600_000);
             self.close(currency, sink, recorder)?;
+            // Records held back from a broken last batch go into one more, intact batch.
             let held = std::mem::take(&mut self.deferred[currency]);
-            if let (false, Some(first)) = (held.is_empty(), held.first()) {
-                let at = open_at.map_or(first.delivered_ms, |_| first.delivered_ms);
-                self.open(currency, at, true, sink, recorder)?;
+            if let Some(first) = held.first() {
+                self.open(currency, first.delivered_ms, true, sink, recorder)?;
                 for event in held {
                     self.detail(&event, sink, recorder)?;
                 }

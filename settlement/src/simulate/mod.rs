@@ -530,7 +530,9 @@ impl Plan {
         }
         config.scenarios.check().map_err(invalid)?;
         let traffic = &config.traffic;
-        if traffic.hourly_weights.len() != 24 || traffic.hourly_weights.iter().any(|weight| !(0.0..=1e6).contains(weight)) {
+        if traffic.hourly_weights.len() != 24
+            || traffic.hourly_weights.iter().any(|weight| !(0.0..=1e6).contains(weight))
+        {
             return Err(invalid("traffic.hourly_weights: 24 weights of at least 0"));
         }
         for (name, value, max) in [
@@ -863,7 +865,7 @@ struct ProviderResult {
     statement_lines: u64,
 }
 
-fn delivery(plan: &Plan, index: usize, rng: &mut ChaCha8Rng) -> Result<(Delivery, DeliveryFaultsOwned), SimulateError> {
+fn delivery(plan: &Plan, index: usize, rng: &mut ChaCha8Rng) -> Result<Delivery, SimulateError> {
     let provider = &plan.providers[index];
     let kinds = match &provider.adapter {
         AdapterConfig::JsonWebhook(config) => &config.kinds,
@@ -950,12 +952,7 @@ fn delivery(plan: &Plan, index: usize, rng: &mut ChaCha8Rng) -> Result<(Delivery
         );
         delivery.outages.push(Outage { start_ms: start, end_ms: end, label });
     }
-    let codes = delivery.encoder.malformed_codes();
-    Ok((delivery, DeliveryFaultsOwned { codes }))
-}
-
-struct DeliveryFaultsOwned {
-    codes: &'static [crate::rejection::ErrorCode],
+    Ok(delivery)
 }
 
 fn run_game_provider(
@@ -964,9 +961,12 @@ fn run_game_provider(
     population: &[players::Player],
 ) -> Result<ProviderResult, SimulateError> {
     let mut rng = rng_for(plan.options.seed, 1_000 + index as u64);
-    let (mut delivery, owned) = delivery(plan, index, &mut rng)?;
-    let faults =
-        DeliveryFaults { rates: &plan.config.scenarios, malformed_codes: owned.codes, chip_minor: &plan.chip_minor };
+    let mut delivery = delivery(plan, index, &mut rng)?;
+    let faults = DeliveryFaults {
+        rates: &plan.config.scenarios,
+        malformed_codes: delivery.encoder.malformed_codes(),
+        chip_minor: &plan.chip_minor,
+    };
     let provider = &plan.providers[index];
     let traffic = &plan.config.traffic;
     // RTP drift windows.
@@ -1051,9 +1051,12 @@ fn run_game_provider(
 
 fn run_processor(plan: &Plan, index: usize, mut fundings: Vec<Funding>) -> Result<ProviderResult, SimulateError> {
     let mut rng = rng_for(plan.options.seed, 1_000 + index as u64);
-    let (mut delivery, owned) = delivery(plan, index, &mut rng)?;
-    let faults =
-        DeliveryFaults { rates: &plan.config.scenarios, malformed_codes: owned.codes, chip_minor: &plan.chip_minor };
+    let mut delivery = delivery(plan, index, &mut rng)?;
+    let faults = DeliveryFaults {
+        rates: &plan.config.scenarios,
+        malformed_codes: delivery.encoder.malformed_codes(),
+        chip_minor: &plan.chip_minor,
+    };
     fundings.sort_by_key(|funding| (funding.time_ms, funding.origin));
     let mut next_tx = 0u64;
     for funding in fundings {

@@ -380,26 +380,24 @@ impl GameProvider<'_> {
         let Some(player_index) = self.pick_player(rng) else { return session };
         self.sessions += 1;
         let rates = self.rates;
+        // One draw picks the session's kind: [velocity | cash-through | bonus abuse | spike | normal].
         let draw: f64 = rng.gen();
-        let mut edge = rates.velocity_burst;
-        let normal_share = 1.0 - rates.velocity_burst - rates.cash_through - rates.bonus_abuse;
-        let kind = if draw < edge {
+        let velocity_end = rates.velocity_burst;
+        let cash_end = velocity_end + rates.cash_through;
+        let bonus_end = cash_end + rates.bonus_abuse;
+        let kind = if draw < velocity_end {
             SessionKind::VelocityBurst
-        } else if draw < {
-            edge += rates.cash_through;
-            edge
-        } {
+        } else if draw < cash_end {
             SessionKind::CashThrough
-        } else if draw < {
-            edge += rates.bonus_abuse;
-            edge
-        } {
+        } else if draw < bonus_end {
             SessionKind::BonusAbuse
         } else {
-            let scaled = |rate: f64| if normal_share > 0.0 { (rate / normal_share).min(1.0) } else { 0.0 };
-            let spike = draw < edge + rates.amount_spike;
-            let rollback_abuse = rng.gen_bool(scaled(rates.rollback_abuse));
-            SessionKind::Normal { spike, rollback_abuse }
+            // Rollback abuse happens in ordinary sessions only; scaled so its share of all
+            // sessions is its configured rate.
+            let normal_share = 1.0 - bonus_end;
+            let rollback_rate = if normal_share > 0.0 { (rates.rollback_abuse / normal_share).min(1.0) } else { 0.0 };
+            let spike = draw < bonus_end + rates.amount_spike;
+            SessionKind::Normal { spike, rollback_abuse: rng.gen_bool(rollback_rate) }
         };
         self.next_session += 1;
         let session_id = self.next_session;

@@ -311,7 +311,6 @@ pub(crate) struct Recorder {
     pub records: u64,
     /// Distinct transactions generated (originals).
     pub transactions: u64,
-    pub episode_base: u32,
 }
 
 impl Recorder {
@@ -329,7 +328,6 @@ impl Recorder {
             labelled: [0; 12],
             records: 0,
             transactions: 0,
-            episode_base: 0,
         }
     }
 
@@ -340,7 +338,7 @@ impl Recorder {
 
     /// Opens an episode owned by this provider; returns its number.
     pub fn episode(&mut self, scenario: Scenario, account: &str, start_ms: i64, end_ms: i64, detail: String) -> u32 {
-        let number = self.episode_base + self.episodes.len() as u32 + 1;
+        let number = self.episodes.len() as u32 + 1;
         self.episodes.push(Episode {
             number,
             scenario,
@@ -473,8 +471,8 @@ impl DeliveryFaults<'_> {
             let duplicate = self.rates.duplicate_delivery;
             let conflict = duplicate + self.rates.conflicting_redelivery;
             let malformed = conflict + self.rates.malformed_record;
-            let account = account_text(event.player);
             if draw < conflict {
+                let account = account_text(event.player);
                 let mut copy = event.clone();
                 copy.delivered_ms = event.delivered_ms + rng.gen_range(1_000..=600_000);
                 event.must_land = true;
@@ -507,6 +505,7 @@ impl DeliveryFaults<'_> {
                 }
                 copies.push(copy);
             } else if draw < malformed && !event.must_land && !self.malformed_codes.is_empty() {
+                let account = account_text(event.player);
                 let code = self.malformed_codes[rng.gen_range(0..self.malformed_codes.len())];
                 event.malformed = Some(code);
                 event.label = Some(recorder.label(

@@ -218,3 +218,20 @@ fn train_reads_a_store_through_the_feature_extractor() {
     assert!(run.stderr.contains("not this build's schema"), "{}", run.stderr);
     assert!(run.stderr.contains("renamed_feature"), "{}", run.stderr);
 }
+
+#[test]
+fn the_shipped_default_model_loads_and_matches_this_builds_feature_schema() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default");
+    let artifact = Artifact::load(&path).expect("models/default loads");
+    let schema = &artifact.metadata.feature_schema;
+    // A changed feature schema must come with a retrained default model (README has the command).
+    settlement::features::SCHEMA.check(&schema.name, schema.version, &schema.names).unwrap();
+    assert_eq!(artifact.metadata.model_kind, "ensemble");
+    assert!(!artifact.metadata.thresholds.is_empty());
+    let typical = artifact.metadata.feature_medians.clone();
+    let score = artifact.score(&typical).unwrap();
+    assert!((0.0..=1.0).contains(&score), "{score}");
+    assert!(score < artifact.metadata.thresholds[0].score, "the typical row alerts: {score}");
+    let top = artifact.top_features(&typical, 3).unwrap();
+    assert_eq!(top.len(), 3);
+}

@@ -494,3 +494,27 @@ fn garbage_input_is_rejected_never_a_panic() {
     let run = sandbox.run(&["ingest", "--provider", "nobody", PAYFAST]).expect(1);
     assert!(run.stderr.contains("provider \"nobody\" is not configured"), "{}", run.stderr);
 }
+
+#[test]
+fn a_manifest_ingests_each_file_with_its_provider_in_order() {
+    let sandbox = Sandbox::new();
+    // Paths in a manifest are relative to the manifest, as `simulate` writes them.
+    sandbox.write(
+        "examples/manifest.csv",
+        "file,provider,units\nlegacybank/BATCH0001.DAT,legacybank,4\npayfast/2026-11-24.csv,payfast,6\n",
+    );
+    let run = sandbox.run(&["ingest", "--manifest", "examples/manifest.csv"]).expect(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert!(lines[0].contains("BATCH0001.DAT (legacybank): 4 units: 4 accepted"), "{}", run.stdout);
+    assert!(lines[1].contains("2026-11-24.csv (payfast): 6 units: 5 accepted"), "{}", run.stdout);
+
+    sandbox.write("examples/no-provider.csv", "file\npayfast/2026-11-24.csv\n");
+    let run = sandbox.run(&["ingest", "--manifest", "examples/no-provider.csv"]).expect(1);
+    assert!(run.stderr.contains("no column \"provider\" (columns: file)"), "{}", run.stderr);
+    sandbox.write("examples/unknown.csv", "file,provider\npayfast/2026-11-24.csv,nobody\n");
+    let run = sandbox.run(&["ingest", "--manifest", "examples/unknown.csv"]).expect(1);
+    assert!(run.stderr.contains("nobody"), "{}", run.stderr);
+    // Neither a manifest nor a provider: clap's usage error.
+    sandbox.run(&["ingest", PAYFAST]).expect(2);
+}

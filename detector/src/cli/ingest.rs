@@ -16,8 +16,12 @@ use settlement::store::Store;
 #[derive(clap::Args)]
 pub struct IngestArgs {
     /// The configured provider whose format the files are in.
-    #[arg(long)]
-    pub provider: String,
+    #[arg(long, required_unless_present = "manifest", conflicts_with = "manifest")]
+    pub provider: Option<String>,
+    /// A CSV listing the files to ingest, in order, with their provider (columns `file` and
+    /// `provider`; paths relative to the manifest), as `settlewatch simulate` writes it.
+    #[arg(long, conflicts_with = "files")]
+    pub manifest: Option<PathBuf>,
     /// Ingest even a file whose checksum shows it was ingested before (records still dedupe).
     #[arg(long)]
     pub force: bool,
@@ -25,15 +29,51 @@ pub struct IngestArgs {
     /// RECORD of the current file is then stored.
     #[arg(long)]
     pub ack_log: Option<PathBuf>,
-    #[arg(required = true)]
+    #[arg(required_unless_present = "manifest")]
     pub files: Vec<PathBuf>,
+}
+
+/// The (provider, file) pairs to ingest, in order.
+fn work_list(args: &IngestArgs) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let Some(manifest) = &args.manifest else {
+        let provider = args.provider.clone().context("--provider is required without --manifest")?;
+        return Ok(args.files.iter().map(|file| (provider.clone(), file.clone())).collect());
+    };
+    let base = manifest.parent().unwrap_or(std::path::Path::new("."));
+    let mut reader =
+        csv::Reader::from_path(manifest).with_context(|| format!("reading the manifest {}", manifest.display()))?;
+    let headers = reader.headers().with_context(|| format!("reading the manifest {}", manifest.display()))?.clone();
+    let column = |name: &str| {
+        headers.iter().position(|header| header == name).with_context(|| {
+            format!(
+                "manifest {}: no column {name:?} (columns: {})",
+                manifest.display(),
+                headers.iter().collect::<Vec<_>>().join(",")
+            )
+        })
+    };
+    let (file_column, provider_column) = (column("file")?, column("provider")?);
+    let mut list = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("reading the manifest {}", manifest.display()))?;
+        let line = record.position().map_or(0, |position| position.line());
+        let cell = |index: usize, name: &str| match record.get(index).map(str::trim) {
+            Some(value) if !value.is_empty() => Ok(value.to_string()),
+            _ => Err(anyhow::anyhow!("manifest {} line {line}: empty {name}", manifest.display())),
+        };
+        list.push((cell(provider_column, "provider")?, base.join(cell(file_column, "file")?)));
+    }
+    Ok(list)
 }
 
 pub async fn run(context: &super::Context, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let config = context.config(true)?;
     let store = context.store(&config).await?;
+    let work = work_list(&args)?;
     let session = Session::start(&config, store).await?;
-    session.ingestor.provider(&args.provider)?;
+    for (provider, _) in &work {
+        session.ingestor.provider(provider)?;
+    }
     let mut ack_log = match &args.ack_log {
         Some(path) => Some(
             std::fs::OpenOptions::new()
@@ -45,7 +85,7 @@ pub async fn run(context: &super::Context, args: IngestArgs) -> anyhow::Result<E
         None => None,
     };
     let options = FileOptions { force: args.force };
-    for path in &args.files {
+    for (provider, path) in &work {
         let bar = progress_bar(path);
         let mut ack_error = None;
         let mut on_progress = |progress: Progress| {
@@ -60,7 +100,7 @@ pub async fn run(context: &super::Context, args: IngestArgs) -> anyhow::Result<E
                 bar.set_position(progress.units_committed);
             }
         };
-        let report = session.ingestor.ingest_file(&args.provider, path, &options, Utc::now(), &mut on_progress).await;
+        let report = session.ingestor.ingest_file(provider, path, &options, Utc::now(), &mut on_progress).await;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -68,7 +108,7 @@ pub async fn run(context: &super::Context, args: IngestArgs) -> anyhow::Result<E
         if let Some(error) = ack_error {
             return Err(error).context("writing the acknowledgement log");
         }
-        println!("{}", describe(&path.display().to_string(), &args.provider, &report));
+        println!("{}", describe(&path.display().to_string(), provider, &report));
     }
     session.finish().await;
     Ok(ExitCode::SUCCESS)

@@ -40,6 +40,8 @@ use crate::rejection::ErrorCode;
 pub const JSON_BATCH_ITEMS_MAX: usize = 50;
 /// A batch delivery is sent once its first item is this old (delivery time).
 pub const JSON_BATCH_WINDOW_MS: i64 = 1_000;
+/// Detail records per fixed-width batch file (`batch_records_max`), at most.
+pub const BATCH_RECORDS_MAX: usize = 1_000_000;
 /// Buffer of each output file.
 pub const FILE_BUFFER_BYTES: usize = 1 << 20;
 
@@ -164,7 +166,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// cached per quarter hour (offsets change at most at quarter hours).
 #[derive(Clone)]
 pub(crate) struct LocalClock {
-    timezone: Tz,
+    pub(crate) timezone: Tz,
     bucket: i64,
     offset_ms: i64,
 }
@@ -184,6 +186,13 @@ impl LocalClock {
             self.offset_ms = i64::from(offset_seconds) * 1000;
         }
         self.offset_ms
+    }
+
+    /// The offset at exactly `utc_ms` (no cache): for the rare instants near a change.
+    pub(crate) fn offset_exact_ms(&self, utc_ms: i64) -> i64 {
+        chrono::DateTime::from_timestamp_millis(utc_ms)
+            .map(|at| i64::from(self.timezone.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc()) * 1000)
+            .unwrap_or(0)
     }
 
     pub(crate) fn local_ms(&mut self, utc_ms: i64) -> i64 {
@@ -280,6 +289,36 @@ impl TimeFormat {
             }
         }
         TimeFormat { pieces: fast.then_some(pieces), text: text.to_string() }
+    }
+
+    /// The instant a local time written by [`TimeFormat::push`] decodes to, as the adapters
+    /// read it (`adapters::fields::local_time`): the format's resolution is kept (the fast
+    /// subset has whole seconds) and, in the hour a zone repeats when its clocks go back, the
+    /// earlier of the two instants is taken. The truth file gives this instant, the one the
+    /// ledger stores.
+    pub(crate) fn decoded_ms(&self, utc_ms: i64, clock: &mut LocalClock, lookback: &mut LocalClock) -> i64 {
+        let offset_ms = clock.offset_ms(utc_ms);
+        let local_ms = utc_ms + offset_ms;
+        if self.pieces.is_none() {
+            // Outside the fast subset: write the text and read it back as the adapter does.
+            let mut text = Vec::new();
+            self.push(&mut text, local_ms);
+            let text = String::from_utf8_lossy(&text);
+            return crate::adapters::fields::local_time("occurred_at", &text, &self.text, clock.timezone)
+                .map_or(utc_ms, |at| at.timestamp_millis());
+        }
+        let local_ms = local_ms - local_ms.rem_euclid(1_000);
+        let decoded_ms = local_ms - offset_ms;
+        // An earlier instant with the same wall time exists only shortly after a clock went
+        // back (by at most three hours' worth of offset anywhere).
+        let earlier_offset_ms = lookback.offset_ms(utc_ms - 3 * 3_600_000);
+        if earlier_offset_ms > offset_ms {
+            let candidate_ms = local_ms - earlier_offset_ms;
+            if candidate_ms < decoded_ms && lookback.offset_exact_ms(candidate_ms) == earlier_offset_ms {
+                return candidate_ms;
+            }
+        }
+        decoded_ms
     }
 
     /// Writes the local time `local_ms` (milliseconds since the epoch, local wall clock).
@@ -400,6 +439,13 @@ fn expected_outcome(event: &Event) -> Outcome {
         (None, super::scenarios::Copy::Conflict) => Outcome::Conflict,
         (None, super::scenarios::Copy::Original) => Outcome::Accepted,
     }
+}
+
+/// The event as the ledger will hold it: its time as its format carries it.
+fn as_decoded(event: &Event, occurred_ms: i64) -> Event {
+    let mut decoded = event.clone();
+    decoded.occurred_ms = occurred_ms;
+    decoded
 }
 
 pub(crate) fn build_encoder(
@@ -815,6 +861,8 @@ struct CsvEncoder {
     time_format: TimeFormat,
     minor_units: bool,
     clock: LocalClock,
+    /// The zone's offset three hours earlier (for times a clock change makes ambiguous).
+    lookback: LocalClock,
     day_file: Option<DayFile>,
     line: Vec<u8>,
     cell: Vec<u8>,
@@ -848,6 +896,7 @@ impl CsvEncoder {
             time_format: TimeFormat::new(&config.timestamp_format),
             minor_units: config.amount_in_minor_units,
             clock: LocalClock::new(timezone),
+            lookback: LocalClock::new(timezone),
             day_file: None,
             line: Vec::with_capacity(512),
             cell: Vec::with_capacity(128),
@@ -962,7 +1011,8 @@ impl Encoder for CsvEncoder {
         self.line.push(b'\n');
         let payload = self.day_file.as_ref().map(|file| file.payload).unwrap_or(0);
         sink.append(payload, &self.line).map_err(io)?;
-        recorder.record(event, file, expected_outcome(event), true);
+        let decoded_ms = self.time_format.decoded_ms(event.occurred_ms, &mut self.clock, &mut self.lookback);
+        recorder.record(&as_decoded(event, decoded_ms), file, expected_outcome(event), true);
         Ok(())
     }
 
@@ -1002,6 +1052,8 @@ struct FixedWidthEncoder {
     time_format: TimeFormat,
     business_date_format: TimeFormat,
     clock: LocalClock,
+    /// The zone's offset three hours earlier (for times a clock change makes ambiguous).
+    lookback: LocalClock,
     rng: ChaCha8Rng,
     batch_records_max: usize,
     malformed_batch_rate: f64,
@@ -1023,6 +1075,20 @@ fn place(line: &mut Vec<u8>, position: FieldPosition, text: &[u8]) {
     }
     let width = text.len().min(position.width_chars);
     line[position.start_chars..position.start_chars + width].copy_from_slice(&text[..width]);
+}
+
+/// A number that does not fit its fixed-width field is an error, never cut short (a
+/// truncated amount or control total would decode as another number).
+fn check_fits(text: &[u8], position: FieldPosition, what: &str) -> Result<(), SimulateError> {
+    if text.len() > position.width_chars {
+        return Err(SimulateError::Config(format!(
+            "{what} {} needs {} characters, its fixed-width field has {}",
+            String::from_utf8_lossy(text),
+            text.len(),
+            position.width_chars
+        )));
+    }
+    Ok(())
 }
 
 /// A signed amount zero-padded to `width` characters: `+000000001050`.
@@ -1076,6 +1142,7 @@ impl FixedWidthEncoder {
             business_date_format: TimeFormat::new(&config.business_date_format),
             vocabulary,
             clock: LocalClock::new(timezone),
+            lookback: LocalClock::new(timezone),
             rng,
             batch_records_max: batch_records_max.max(1),
             malformed_batch_rate,
@@ -1166,8 +1233,10 @@ impl FixedWidthEncoder {
         let mut text = Vec::new();
         push_padded(&mut text, count.unsigned_abs(), self.config.trailer.record_count.width_chars);
         place(line, self.config.trailer.record_count, &text);
+        check_fits(&text, self.config.trailer.record_count, "trailer record_count")?;
         text.clear();
         push_signed_padded(&mut text, total, self.config.trailer.control_total_minor.width_chars);
+        check_fits(&text, self.config.trailer.control_total_minor, "trailer control_total_minor")?;
         place(line, self.config.trailer.control_total_minor, &text);
         line.push(b'\n');
         sink.append(batch.payload, line).map_err(io)?;
@@ -1201,6 +1270,7 @@ impl FixedWidthEncoder {
         place(line, detail.kind, word.as_bytes());
         field.clear();
         push_signed_padded(field, event.amount_minor, detail.amount_minor.width_chars);
+        check_fits(field, detail.amount_minor, "detail amount_minor")?;
         place(line, detail.amount_minor, field);
         field.clear();
         if broken == Some(ErrorCode::InvalidField) {
@@ -1239,10 +1309,12 @@ impl FixedWidthEncoder {
         sink.append(batch.payload, line).map_err(io)?;
         batch.records += 1;
         batch.total_minor += event.amount_minor;
+        let decoded_ms = self.time_format.decoded_ms(event.occurred_ms, &mut self.clock, &mut self.lookback);
+        let event = as_decoded(event, decoded_ms);
         if batch.broken.is_some() {
-            batch.doomed.push(event.clone());
+            batch.doomed.push(event);
         } else {
-            recorder.record(event, batch.file, expected_outcome(event), true);
+            recorder.record(&event, batch.file, expected_outcome(&event), true);
         }
         Ok(())
     }

@@ -22,6 +22,12 @@ use crate::model::Kind;
 pub const BURST_BETS_MAX: u32 = 120;
 /// Bets in one bonus-abuse episode, at most.
 pub const BONUS_ABUSE_BETS_MAX: u64 = 150;
+/// Chips of one stake, at most (a player's typical stake is capped at the same).
+pub const STAKE_CHIPS_MAX: f64 = 1e6;
+/// A winning round pays at most this multiple of its stake.
+pub const PAYOUT_MULTIPLE_MAX: f64 = 10_000.0;
+/// Ordinary bets an amount-spike session places before its spike, at least.
+pub const SPIKE_HISTORY_BETS: u64 = 5;
 /// Tries to find a player whose currency a provider takes, before the session is skipped.
 pub const PLAYER_PICK_TRIES_MAX: usize = 64;
 
@@ -157,7 +163,8 @@ pub fn population(
             let segment = pick(rng, &mut segments.iter().map(|segment| segment.share / segment_total));
             let currency = pick(rng, &mut currency_shares.iter().map(|share| share / currency_total));
             let config = &segments[usize::from(segment)];
-            let typical = lognormal(rng, config.stake_chips_median, config.stake_sigma).round().clamp(1.0, 1e6);
+            let typical =
+                lognormal(rng, config.stake_chips_median, config.stake_sigma).round().clamp(1.0, STAKE_CHIPS_MAX);
             Player { segment, currency, typical_chips: typical as u32, processor_choice: rng.gen() }
         })
         .collect()
@@ -292,7 +299,7 @@ impl GameProvider<'_> {
             Payout::Fixed => mean_multiple,
             Payout::Exponential => exponential(rng, mean_multiple),
         };
-        (multiple * 10_000.0).round() as i64
+        (multiple.min(PAYOUT_MULTIPLE_MAX) * 10_000.0).round() as i64
     }
 
     fn drift_at(&self, game: u16, at_ms: i64) -> Option<&DriftWindow> {
@@ -362,7 +369,9 @@ impl GameProvider<'_> {
 
     fn stake(&self, rng: &mut ChaCha8Rng, player: &Player) -> i64 {
         let segment = &self.segments[usize::from(player.segment)];
-        let chips = lognormal(rng, f64::from(player.typical_chips), segment.bet_sigma).round().clamp(1.0, 1e9) as i64;
+        let chips = lognormal(rng, f64::from(player.typical_chips), segment.bet_sigma)
+            .round()
+            .clamp(1.0, STAKE_CHIPS_MAX) as i64;
         chips * self.chip(player.currency)
     }
 
@@ -439,7 +448,12 @@ impl GameProvider<'_> {
     ) {
         let player = self.players[player_index as usize];
         let segment = &self.segments[usize::from(player.segment)];
-        let rounds = geometric(rng, segment.rounds_mean * self.rounds_factor);
+        let mut rounds = geometric(rng, segment.rounds_mean * self.rounds_factor);
+        if spike {
+            // The spike needs a history to stand out from: ordinary bets of the same player
+            // come first in the same session.
+            rounds = rounds.max(SPIKE_HISTORY_BETS + 1);
+        }
         let game = rng.gen_range(0..self.games.len()) as u16;
         let typical_minor = i64::from(player.typical_chips) * self.chip(player.currency);
         if rng.gen_bool(self.deposit_probability) {
@@ -453,7 +467,7 @@ impl GameProvider<'_> {
             session.events.push(self.event(Kind::Bonus, player_index, amount, at, session_id));
             at += 1_000;
         }
-        let spike_round = spike.then(|| rng.gen_range(0..rounds));
+        let spike_round = spike.then(|| rng.gen_range(SPIKE_HISTORY_BETS..rounds));
         let mut outcomes: Vec<(usize, bool, i64)> = Vec::with_capacity(rounds as usize);
         let mut end = at;
         for round in 0..rounds {

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use chrono::format::{Item, Numeric, StrftimeItems};
+use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
 use chrono::{Offset, TimeZone};
 use chrono_tz::Tz;
 use hmac::{Hmac, Mac};
@@ -266,6 +266,8 @@ enum TimePiece {
 #[derive(Clone, Debug)]
 pub(crate) struct TimeFormat {
     pieces: Option<Vec<TimePiece>>,
+    /// Whether the format writes fractions of a second.
+    fractional: bool,
     text: String,
 }
 
@@ -273,6 +275,7 @@ impl TimeFormat {
     pub(crate) fn new(text: &str) -> TimeFormat {
         let mut pieces = Vec::new();
         let mut fast = true;
+        let mut fractional = false;
         for item in StrftimeItems::new(text) {
             match item {
                 Item::Literal(literal) | Item::Space(literal) => pieces.push(TimePiece::Literal(literal.into())),
@@ -285,10 +288,31 @@ impl TimeFormat {
                 Item::Numeric(Numeric::Hour, _) => pieces.push(TimePiece::Hour),
                 Item::Numeric(Numeric::Minute, _) => pieces.push(TimePiece::Minute),
                 Item::Numeric(Numeric::Second, _) => pieces.push(TimePiece::Second),
+                Item::Numeric(Numeric::Nanosecond, _)
+                | Item::Fixed(
+                    Fixed::Nanosecond
+                    | Fixed::Nanosecond3
+                    | Fixed::Nanosecond6
+                    | Fixed::Nanosecond9
+                    | Fixed::Internal(_),
+                ) => {
+                    fast = false;
+                    fractional = true;
+                }
                 _ => fast = false,
             }
         }
-        TimeFormat { pieces: fast.then_some(pieces), text: text.to_string() }
+        TimeFormat { pieces: fast.then_some(pieces), fractional, text: text.to_string() }
+    }
+
+    /// The finest step this format writes: whole seconds, unless it has fractional seconds
+    /// (`%f`, `%.3f` and the like, which chrono writes).
+    pub(crate) fn resolution_ms(&self) -> i64 {
+        if self.fractional {
+            1
+        } else {
+            1_000
+        }
     }
 
     /// The instant a local time written by [`TimeFormat::push`] decodes to, as the adapters
@@ -427,6 +451,8 @@ fn corruption(event: &Event) -> Option<ErrorCode> {
 pub(crate) trait Encoder: Send {
     /// The error codes a malformed record of this format can be made to produce.
     fn malformed_codes(&self) -> &'static [ErrorCode];
+    /// The finest step of the times this format writes, in milliseconds.
+    fn time_resolution_ms(&self) -> i64;
     fn write(&mut self, event: &Event, sink: &mut dyn Sink, recorder: &mut Recorder) -> Result<(), SimulateError>;
     fn finish(&mut self, sink: &mut dyn Sink, recorder: &mut Recorder) -> Result<(), SimulateError>;
 }
@@ -779,6 +805,11 @@ impl JsonEncoder {
 }
 
 impl Encoder for JsonEncoder {
+    fn time_resolution_ms(&self) -> i64 {
+        // RFC 3339 with milliseconds, or epoch milliseconds.
+        1
+    }
+
     fn malformed_codes(&self) -> &'static [ErrorCode] {
         &[
             ErrorCode::BadSignature,
@@ -952,6 +983,10 @@ impl CsvEncoder {
 }
 
 impl Encoder for CsvEncoder {
+    fn time_resolution_ms(&self) -> i64 {
+        self.time_format.resolution_ms()
+    }
+
     fn malformed_codes(&self) -> &'static [ErrorCode] {
         &[ErrorCode::InvalidAmount, ErrorCode::MissingField, ErrorCode::UnknownKind, ErrorCode::InvalidField]
     }
@@ -1321,6 +1356,10 @@ impl FixedWidthEncoder {
 }
 
 impl Encoder for FixedWidthEncoder {
+    fn time_resolution_ms(&self) -> i64 {
+        self.time_format.resolution_ms()
+    }
+
     fn malformed_codes(&self) -> &'static [ErrorCode] {
         &[ErrorCode::MissingField, ErrorCode::UnknownKind, ErrorCode::InvalidField]
     }

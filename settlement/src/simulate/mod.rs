@@ -1029,6 +1029,7 @@ fn run_game_provider(
         processors_by_currency: &plan.processors_by_currency,
         provider_names: &plan.provider_names,
         drift,
+        time_resolution_ms: delivery.encoder.time_resolution_ms(),
         owner: index as u16,
         next_tx: 0,
         next_round: 0,

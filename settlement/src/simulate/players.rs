@@ -215,6 +215,8 @@ pub struct GameProvider<'a> {
     pub processors_by_currency: &'a [Vec<usize>],
     pub provider_names: &'a [String],
     pub drift: Vec<DriftWindow>,
+    /// The finest time step the provider's format carries (1 ms, or 1000 for whole seconds).
+    pub time_resolution_ms: i64,
     pub owner: u16,
     pub next_tx: u64,
     pub next_round: u64,
@@ -547,7 +549,13 @@ impl GameProvider<'_> {
         recorder: &mut Recorder,
     ) {
         let bets = rng.gen_range(40..=BURST_BETS_MAX);
-        let interval_ms = rng.gen_range(200..=500);
+        // The bot's fixed interval must show in the provider's files: where its times carry
+        // whole seconds, the interval is 1 to 3 s from a whole second.
+        let (start_ms, interval_ms) = if self.time_resolution_ms >= 1_000 {
+            (start_ms - start_ms.rem_euclid(1_000), rng.gen_range(1..=3) * 1_000)
+        } else {
+            (start_ms, rng.gen_range(200..=500))
+        };
         let game = rng.gen_range(0..self.games.len()) as u16;
         let stake = self.chip(self.players[player_index as usize].currency);
         let end = start_ms + i64::from(bets) * interval_ms;

@@ -457,6 +457,9 @@ pub struct Summary {
     pub files: u64,
     pub sessions: u64,
     pub scenarios: Vec<ScenarioSummary>,
+    /// The latest `occurred_at` of any record (wins settle and withdrawals follow after the
+    /// simulated duration): ingest rejects records from its future (`timestamp_in_future`).
+    pub last_occurred_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -1173,6 +1176,7 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
     let mut labelled = [0u64; 12];
     let (mut transactions, mut records, mut files, mut sessions, mut statement_lines) = (0, 0, 0, 0, 0);
     let mut fault_opportunities = 0;
+    let mut last_occurred_ms = i64::MIN;
     let mut batches = 0u64;
     for (index, result) in results {
         let recorder = &result.recorder;
@@ -1217,6 +1221,7 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
         }
         transactions += recorder.transactions;
         fault_opportunities += recorder.fault_opportunities;
+        last_occurred_ms = last_occurred_ms.max(recorder.last_occurred_ms);
         records += recorder.records;
         files += recorder.files.len() as u64;
         sessions += result.sessions;
@@ -1270,5 +1275,6 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
         );
     }
     std::fs::write(out.join("summary.csv"), summary_csv)?;
-    Ok(Summary { transactions, records, files, sessions, scenarios })
+    let last_occurred_at = DateTime::from_timestamp_millis(last_occurred_ms).filter(|_| last_occurred_ms != i64::MIN);
+    Ok(Summary { transactions, records, files, sessions, scenarios, last_occurred_at })
 }

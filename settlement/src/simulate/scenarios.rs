@@ -317,6 +317,8 @@ pub(crate) struct Recorder {
     /// Transactions the per-transaction delivery faults could touch (unlabelled bets, wins,
     /// bonuses, deposits and withdrawals): the opportunities of those scenarios.
     pub fault_opportunities: u64,
+    /// The latest `occurred_at` written (UTC milliseconds), `i64::MIN` before any.
+    pub last_occurred_ms: i64,
 }
 
 impl Recorder {
@@ -335,6 +337,7 @@ impl Recorder {
             records: 0,
             transactions: 0,
             fault_opportunities: 0,
+            last_occurred_ms: i64::MIN,
         }
     }
 
@@ -384,6 +387,7 @@ impl Recorder {
     /// inside a payload rejected as a whole (the file counts as one unit).
     pub fn record(&mut self, event: &Event, file: usize, outcome: Outcome, unit: bool) {
         self.records += 1;
+        self.last_occurred_ms = self.last_occurred_ms.max(event.occurred_ms);
         if unit {
             let tally = &mut self.files[file];
             tally.units += 1;

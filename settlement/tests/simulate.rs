@@ -587,7 +587,7 @@ fn a_fixed_width_amount_wider_than_its_field_is_an_error_not_a_truncated_number(
 }
 
 /// A day with a daylight-saving change in the game providers' zones (Europe/Malta and
-/// Europe/London go back an hour at 01:00 UTC on 2026-10-25), many spikes and bots, and a mismatch
+/// Europe/London go back an hour at 01:00 UTC on 2026-10-25), many behavioural episodes, and a mismatch
 /// on every statement line (no malformed records: a spike's history is what the ledger has).
 const DST_DAY: &str = r#"
 start = "2026-10-24T12:00:00Z"
@@ -595,6 +595,9 @@ start = "2026-10-24T12:00:00Z"
 amount_spike = 0.03
 settlement_mismatch = 1.0
 velocity_burst = 0.01
+rollback_abuse = 0.02
+cash_through = 0.02
+bonus_abuse = 0.01
 provider_outage = 0.0
 malformed_record = 0.0
 "#;
@@ -717,7 +720,7 @@ fn accepted_truth_rows_describe_the_transaction_the_ledger_stores_also_in_the_re
 #[test]
 fn velocity_bursts_keep_their_regular_timing_in_formats_with_whole_seconds() {
     // kickoff's CSV carries whole seconds; a bot at 200-500 ms intervals was stored as bets
-    // 0 or 1 s apart, so nothing regular was left to see.
+    // 0 or 1 s apart, so nothing regular was left to see. (The bot jitters by 0-3 ms.)
     let run = dst_run();
     let decoded = decode_all(&run.out);
     let (_, accepted) = ledger(&decoded);
@@ -737,7 +740,7 @@ fn velocity_bursts_keep_their_regular_timing_in_formats_with_whole_seconds() {
         let gaps: Vec<i64> = times.windows(2).map(|pair| (pair[1] - pair[0]).num_milliseconds()).collect();
         let (shortest, longest) = (gaps.iter().min().copied().unwrap_or(0), gaps.iter().max().copied().unwrap_or(0));
         assert!(
-            bets.len() >= 40 && shortest >= 200 && longest - shortest <= 10,
+            bets.len() >= 40 && shortest >= 195 && longest - shortest <= 10,
             "{episode} at {}: {} bets, stored gaps {shortest}..{longest} ms",
             bets[0].0,
             bets.len()
@@ -746,4 +749,111 @@ fn velocity_bursts_keep_their_regular_timing_in_formats_with_whole_seconds() {
     }
     assert!(per_provider.get("kickoff").copied().unwrap_or(0) > 0, "no burst at kickoff: {per_provider:?}");
     assert!(per_provider.get("spinhub").copied().unwrap_or(0) > 0, "no burst at spinhub: {per_provider:?}");
+}
+
+#[test]
+fn behavioural_episodes_look_the_way_the_catalogue_says() {
+    // Rollback abuse reverses losing bets or bets whose win was already paid; cash-through
+    // is a deposit and a withdrawal of the same amount around at most two minimum bets;
+    // bonus abuse wagers the bonus in equal bets and withdraws it afterwards.
+    let run = dst_run();
+    let decoded = decode_all(&run.out);
+    let (_, accepted) = ledger(&decoded);
+    let stored: HashMap<(String, String), &ValidTransaction> =
+        accepted.iter().map(|(provider, valid)| ((provider.clone(), valid.tx.provider_tx_id.clone()), valid)).collect();
+    let mut wins_by_round: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
+    for (provider, valid) in &accepted {
+        if let (Kind::Win, Some(round)) = (valid.tx.kind, &valid.tx.round_id) {
+            wins_by_round.insert((provider.clone(), round.clone()), valid.tx.occurred_at);
+        }
+    }
+    let mut episodes: BTreeMap<(String, String), Vec<(String, &ValidTransaction)>> = BTreeMap::new();
+    for row in read_csv(&run.out.join("truth.csv")) {
+        if row["expected_outcome"] == "accepted" {
+            let valid = stored[&(row["provider"].clone(), row["provider_tx_id"].clone())];
+            episodes
+                .entry((row["scenario"].clone(), row["episode"].clone()))
+                .or_default()
+                .push((row["provider"].clone(), valid));
+        }
+    }
+    // kickoff's local times in the hour London repeats decode an hour early (the provider's
+    // format says no more), so order in time is not checked there.
+    let repeat: std::ops::Range<DateTime<Utc>> =
+        "2026-10-25T00:00:00Z".parse().expect("a time").."2026-10-25T02:00:00Z".parse().expect("a time");
+    let ordered = |times: &[DateTime<Utc>]| !times.iter().any(|at| repeat.contains(at));
+    let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((scenario, episode), records) in &episodes {
+        let of = |kind: Kind| records.iter().filter(move |(_, valid)| valid.tx.kind == kind).collect::<Vec<_>>();
+        match scenario.as_str() {
+            "rollback_abuse" => {
+                assert!((1..=5).contains(&records.len()), "{episode}: {} rollbacks", records.len());
+                for (provider, rollback) in records {
+                    assert_eq!(rollback.tx.kind, Kind::Rollback, "{episode}");
+                    let original = rollback.tx.original_tx_id.clone().expect("a rollback names its bet");
+                    let bet = stored[&(provider.clone(), original)];
+                    assert_eq!(
+                        (bet.tx.kind, &bet.tx.account, bet.amount_minor),
+                        (Kind::Bet, &rollback.tx.account, rollback.amount_minor)
+                    );
+                    let round = bet.tx.round_id.clone().expect("a round");
+                    if !ordered(&[bet.tx.occurred_at, rollback.tx.occurred_at]) {
+                        continue;
+                    }
+                    if let Some(win_at) = wins_by_round.get(&(provider.clone(), round)) {
+                        assert!(*win_at <= rollback.tx.occurred_at, "{episode}: the rollback comes before the win");
+                    }
+                    assert!(
+                        rollback.tx.occurred_at - bet.tx.occurred_at >= Duration::seconds(59),
+                        "{episode}: not minutes later: bet {} at {}, rollback at {}",
+                        bet.tx.provider_tx_id,
+                        bet.tx.occurred_at,
+                        rollback.tx.occurred_at
+                    );
+                }
+            }
+            "cash_through" => {
+                let (deposits, withdrawals, bets) = (of(Kind::Deposit), of(Kind::Withdrawal), of(Kind::Bet));
+                assert!(deposits.len() == 1 && withdrawals.len() == 1 && bets.len() <= 2, "{episode}: {records:?}");
+                let (deposit, withdrawal) = (deposits[0].1, withdrawals[0].1);
+                assert_eq!(deposit.amount_minor, withdrawal.amount_minor, "{episode}");
+                let gap = withdrawal.tx.occurred_at - deposit.tx.occurred_at;
+                assert!(gap > Duration::zero() && gap <= Duration::minutes(31), "{episode}: {gap}");
+                for (_, bet) in &bets {
+                    assert!(
+                        bet.amount_minor * 50 <= deposit.amount_minor,
+                        "{episode}: a bet of {} is not little play",
+                        bet.amount_minor
+                    );
+                }
+            }
+            "bonus_abuse" => {
+                let (bonuses, withdrawals, bets) = (of(Kind::Bonus), of(Kind::Withdrawal), of(Kind::Bet));
+                assert!(bonuses.len() == 1 && withdrawals.len() == 1 && !bets.is_empty(), "{episode}");
+                let (bonus, withdrawal) = (bonuses[0].1, withdrawals[0].1);
+                let stake = bets[0].1.amount_minor;
+                assert!(bets.iter().all(|(_, bet)| bet.amount_minor == stake), "{episode}: unequal bets");
+                let wagered = stake * bets.len() as i64;
+                assert!(
+                    wagered >= bonus.amount_minor || bets.len() == 150,
+                    "{episode}: wagered {wagered} of {}",
+                    bonus.amount_minor
+                );
+                assert_eq!(withdrawal.amount_minor, bonus.amount_minor, "{episode}");
+                let times: Vec<DateTime<Utc>> = records.iter().map(|(_, valid)| valid.tx.occurred_at).collect();
+                if ordered(&times) {
+                    assert!(bets.iter().all(|(_, bet)| bet.tx.occurred_at < withdrawal.tx.occurred_at), "{episode}");
+                }
+            }
+            _ => continue,
+        }
+        *seen
+            .entry(match scenario.as_str() {
+                "rollback_abuse" => "rollback_abuse",
+                "cash_through" => "cash_through",
+                _ => "bonus_abuse",
+            })
+            .or_default() += 1;
+    }
+    assert!(seen.len() == 3 && seen.values().all(|count| *count >= 10), "{seen:?}");
 }

@@ -28,6 +28,8 @@ pub const STAKE_CHIPS_MAX: f64 = 1e6;
 pub const PAYOUT_MULTIPLE_MAX: f64 = 10_000.0;
 /// Ordinary bets an amount-spike session places before its spike, at least.
 pub const SPIKE_HISTORY_BETS: u64 = 5;
+/// Rounds of a rollback-abuse session, at least.
+pub const ROLLBACK_ABUSE_ROUNDS_MIN: u64 = 3;
 /// Tries to find a player whose currency a provider takes, before the session is skipped.
 pub const PLAYER_PICK_TRIES_MAX: usize = 64;
 
@@ -461,6 +463,10 @@ impl GameProvider<'_> {
             // The spike needs a history to stand out from: ordinary bets of the same player
             // come first in the same session.
             rounds = rounds.max(SPIKE_HISTORY_BETS + 1);
+        }
+        if rollback_abuse {
+            // 2 to 5 rollbacks need as many bets (a one-round session made a single one).
+            rounds = rounds.max(ROLLBACK_ABUSE_ROUNDS_MIN);
         }
         let game = rng.gen_range(0..self.games.len()) as u16;
         let typical_minor = i64::from(player.typical_chips) * self.chip(player.currency);

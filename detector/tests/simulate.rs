@@ -77,3 +77,19 @@ fn streaming_to_a_target_is_refused_until_the_ingest_api_exists() {
     assert_eq!(bad.code, Some(2), "{}", bad.stderr);
     assert!(bad.stderr.contains("duration"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_run_that_ends_in_the_future_warns_that_ingest_will_reject_its_later_records() {
+    // The manifest promised `accepted` for records ingest must refuse as timestamp_in_future,
+    // and nothing said so.
+    let temp = tempfile::tempdir().expect("a temp dir");
+    let dir = temp.path();
+    let start = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    std::fs::write(dir.join("sim.toml"), format!("start = \"{start}\"\n")).expect("a config file");
+    let run =
+        run_in(dir, &["simulate", "--duration", "2h", "--rate", "1/s", "--out", "future", "--config-file", "sim.toml"])
+            .expect(0);
+    assert!(run.stderr.contains("after now") && run.stderr.contains("timestamp_in_future"), "{}", run.stderr);
+    let past = run_in(dir, &["simulate", "--duration", "2h", "--rate", "1/s", "--out", "past"]).expect(0);
+    assert!(!past.stderr.contains("after now"), "{}", past.stderr);
+}

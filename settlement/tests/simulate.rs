@@ -523,3 +523,337 @@ fn bad_configurations_are_clear_errors() {
     let error = simulate(&config, &options).expect_err("no rollback word");
     assert!(error.to_string().contains("provider spinhub") && error.to_string().contains("rollback"), "{error}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Regression tests from the review pass: each is named after the bug it pins.
+
+fn simulate_error(config_text: &str, duration_seconds: u64, rate_per_second: f64) -> String {
+    let config = SimConfig::parse(config_text).expect("the test configuration parses");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let options = RunOptions { seed: 1, duration_seconds, rate_per_second, out: dir.path().join("out") };
+    match simulate(&config, &options) {
+        Ok(summary) => panic!("expected a configuration error, the run made {} transactions", summary.transactions),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn huge_configuration_values_are_clear_errors_not_panics_or_overflows() {
+    // A chip of i64::MAX minor units overflowed (a panic in debug builds, wrapped amounts
+    // in release builds).
+    let error = simulate_error(
+        "[[currencies]]\ncode = \"USD\"\nshare = 1.0\nchip_minor = 9223372036854775807\n\
+         [[currencies]]\ncode = \"KRW\"\nshare = 1.0\nchip_minor = 100\n",
+        600,
+        1.0,
+    );
+    assert!(error.contains("chip_minor") && error.contains("10000"), "{error}");
+    // An infinite traffic share made the per-minute draw NaN, and rand's gen_bool panicked.
+    let text = settlement::simulate::DEFAULT_PROVIDERS_TOML.replacen("traffic_share = 0.55", "traffic_share = inf", 1);
+    let error = simulate_error(&text, 600, 1.0);
+    assert!(error.contains("provider spinhub") && error.contains("traffic_share"), "{error}");
+    // A huge episode rate asked for an astronomically long list of outage windows.
+    let error = simulate_error("[scenarios]\nprovider_outage = 1e300\n", 600, 1.0);
+    assert!(error.contains("scenarios.provider_outage"), "{error}");
+    // Currency shares that are all zero gave every player the last currency silently.
+    let error = simulate_error(
+        "[[currencies]]\ncode = \"USD\"\nshare = 0.0\nchip_minor = 10\n[[currencies]]\ncode = \"KRW\"\nshare = 0.0\nchip_minor = 100\n",
+        600,
+        1.0,
+    );
+    assert!(error.contains("currencies") && error.contains("all 0"), "{error}");
+    // The most a run may be asked for: 10^6 tx/s for a year would never finish.
+    let error = simulate_error("", 366 * 86_400, 1_000_000.0);
+    assert!(error.contains("rate × duration"), "{error}");
+    // A batch size of 0 was quietly taken as 1.
+    let text =
+        settlement::simulate::DEFAULT_PROVIDERS_TOML.replacen("batch_records_max = 2000", "batch_records_max = 0", 1);
+    let error = simulate_error(&text, 600, 1.0);
+    assert!(error.contains("provider globalwire") && error.contains("batch_records_max"), "{error}");
+}
+
+#[test]
+fn a_fixed_width_amount_wider_than_its_field_is_an_error_not_a_truncated_number() {
+    // globalwire's amount field cut to 5 characters (sign and 4 digits): every deposit is
+    // wider. The encoder used to keep the leading characters, a different amount.
+    let text = settlement::simulate::DEFAULT_PROVIDERS_TOML.replacen(
+        "amount_minor = { start_chars = 32, width_chars = 13 }",
+        "amount_minor = { start_chars = 32, width_chars = 5 }",
+        1,
+    );
+    assert_ne!(text, settlement::simulate::DEFAULT_PROVIDERS_TOML);
+    let error = simulate_error(&text, 3600, 5.0);
+    assert!(error.contains("amount_minor") && error.contains("5"), "{error}");
+}
+
+/// A day with a daylight-saving change in the game providers' zones (Europe/Malta and
+/// Europe/London go back an hour at 01:00 UTC on 2026-10-25), many behavioural episodes, and a mismatch
+/// on every statement line (no malformed records: a spike's history is what the ledger has).
+const DST_DAY: &str = r#"
+start = "2026-10-24T12:00:00Z"
+[scenarios]
+amount_spike = 0.03
+settlement_mismatch = 1.0
+velocity_burst = 0.01
+rollback_abuse = 0.02
+cash_through = 0.02
+bonus_abuse = 0.01
+provider_outage = 0.0
+malformed_record = 0.0
+"#;
+
+fn dst_run() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| run(DST_DAY, 21, 24 * 3600, 2.0))
+}
+
+#[test]
+fn settlement_mismatch_episodes_span_the_business_day_also_on_daylight_saving_days() {
+    // The episode used to end 24 h after the local midnight, but 2026-10-25 in Europe is 25 h.
+    let run = dst_run();
+    let config = Config::load(&run.out.join("settlewatch.toml")).expect("settlewatch.toml");
+    let zones: BTreeMap<String, chrono_tz::Tz> =
+        config.providers.iter().map(|provider| (provider.name.clone(), provider.timezone().expect("a zone"))).collect();
+    let episodes: BTreeMap<String, BTreeMap<String, String>> =
+        read_csv(&run.out.join("episodes.csv")).into_iter().map(|row| (row["episode"].clone(), row)).collect();
+    let mut long_days = 0;
+    for row in read_csv(&run.out.join("statement_mismatches.csv")) {
+        let episode = &episodes[&row["episode"]];
+        let date: chrono::NaiveDate = row["business_date"].parse().expect("a date");
+        let period = settlement::statement::Period::day(date, zones[&row["provider"]]).expect("a period");
+        let start: DateTime<Utc> = episode["start"].parse().expect("a start");
+        let end: DateTime<Utc> = episode["end"].parse().expect("an end");
+        assert_eq!((start, end), (period.from, period.to), "{row:?}");
+        if period.to - period.from == Duration::hours(25) {
+            long_days += 1;
+        }
+    }
+    assert!(long_days > 0, "the run has no 25-hour business day with a mismatch");
+}
+
+#[test]
+fn amount_spikes_stand_far_above_the_players_own_earlier_bets() {
+    // A spike used to be drawn in any round, often the first bet of the session (and of the
+    // player), so there was no history for it to stand out from.
+    let run = dst_run();
+    let decoded = decode_all(&run.out);
+    let (_, accepted) = ledger(&decoded);
+    let spikes: BTreeSet<(String, String)> = read_csv(&run.out.join("truth.csv"))
+        .into_iter()
+        .filter(|row| row["scenario"] == "amount_spike" && row["kind"] == "bet")
+        .map(|row| (row["provider"].clone(), row["provider_tx_id"].clone()))
+        .collect();
+    assert!(spikes.len() > 50, "{} spikes", spikes.len());
+    // Bets by (provider, account) in the order the provider numbered them (its ids are a
+    // prefix and a zero-padded sequence), which is play order; wall times are not, in the
+    // hour London repeats.
+    let mut history: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    let mut checked = 0;
+    let mut bets: Vec<&(String, ValidTransaction)> =
+        accepted.iter().filter(|(_, valid)| valid.tx.kind == Kind::Bet).collect();
+    bets.sort_by(|a, b| (&a.0, &a.1.tx.provider_tx_id).cmp(&(&b.0, &b.1.tx.provider_tx_id)));
+    for (provider, valid) in bets {
+        let key = (provider.clone(), valid.tx.account.clone());
+        let earlier = history.entry(key).or_default();
+        if spikes.contains(&(provider.clone(), valid.tx.provider_tx_id.clone())) {
+            assert!(
+                earlier.len() >= 5,
+                "{provider} {}: a spike after only {} bets",
+                valid.tx.provider_tx_id,
+                earlier.len()
+            );
+            let largest = earlier.iter().copied().max().unwrap_or(0);
+            assert!(
+                valid.amount_minor >= 10 * largest,
+                "{provider} {}: spike {} vs the player's largest earlier bet {largest}",
+                valid.tx.provider_tx_id,
+                valid.amount_minor
+            );
+            checked += 1;
+        }
+        if !spikes.contains(&(provider.clone(), valid.tx.provider_tx_id.clone())) {
+            // The history is the player's ordinary play (a player may spike twice).
+            earlier.push(valid.amount_minor);
+        }
+    }
+    assert_eq!(checked, spikes.len());
+}
+
+#[test]
+fn accepted_truth_rows_describe_the_transaction_the_ledger_stores_also_in_the_repeated_dst_hour() {
+    // kickoff writes local times without an offset; in the hour Europe/London repeats, the
+    // adapter takes the earlier instant, and the truth file used to give the later one.
+    let run = dst_run();
+    let decoded = decode_all(&run.out);
+    let (_, accepted) = ledger(&decoded);
+    let stored: HashMap<(String, String), &ValidTransaction> =
+        accepted.iter().map(|(provider, valid)| ((provider.clone(), valid.tx.provider_tx_id.clone()), valid)).collect();
+    let repeated_hour = ("2026-10-25T01:00:00Z".parse::<DateTime<Utc>>().expect("a time"), Duration::hours(1));
+    let (mut rows, mut in_repeated_hour) = (0, 0);
+    for row in read_csv(&run.out.join("truth.csv")) {
+        if row["expected_outcome"] != "accepted" {
+            continue;
+        }
+        let key = (row["provider"].clone(), row["provider_tx_id"].clone());
+        let valid = stored.get(&key).unwrap_or_else(|| panic!("{key:?}: labelled accepted, not stored"));
+        let occurred_at: DateTime<Utc> = row["occurred_at"].parse().expect("a time");
+        assert_eq!(
+            (
+                row["kind"].as_str(),
+                row["account"].as_str(),
+                row["currency"].as_str(),
+                row["amount_minor"].parse::<i64>().ok()
+            ),
+            (valid.tx.kind.as_str(), valid.tx.account.as_str(), valid.tx.currency.as_str(), Some(valid.amount_minor)),
+            "{key:?}"
+        );
+        assert_eq!(occurred_at, valid.tx.occurred_at, "{key:?}: occurred_at");
+        rows += 1;
+        let local_repeat = repeated_hour.0 - repeated_hour.1..repeated_hour.0 + repeated_hour.1;
+        if row["provider"] == "kickoff" && local_repeat.contains(&occurred_at) {
+            in_repeated_hour += 1;
+        }
+    }
+    assert!(rows > 500 && in_repeated_hour > 0, "{rows} rows, {in_repeated_hour} in London's repeated hour");
+}
+
+#[test]
+fn velocity_bursts_keep_their_regular_timing_in_formats_with_whole_seconds() {
+    // kickoff's CSV carries whole seconds; a bot at 200-500 ms intervals was stored as bets
+    // 0 or 1 s apart, so nothing regular was left to see. (The bot jitters by 0-3 ms.)
+    let run = dst_run();
+    let decoded = decode_all(&run.out);
+    let (_, accepted) = ledger(&decoded);
+    let stored: HashMap<(String, String), &ValidTransaction> =
+        accepted.iter().map(|(provider, valid)| ((provider.clone(), valid.tx.provider_tx_id.clone()), valid)).collect();
+    let mut bursts: BTreeMap<String, Vec<(String, DateTime<Utc>)>> = BTreeMap::new();
+    for row in read_csv(&run.out.join("truth.csv")) {
+        if row["scenario"] == "velocity_burst" && row["kind"] == "bet" {
+            let valid = stored[&(row["provider"].clone(), row["provider_tx_id"].clone())];
+            bursts.entry(row["episode"].clone()).or_default().push((row["provider"].clone(), valid.tx.occurred_at));
+        }
+    }
+    let mut per_provider: BTreeMap<String, u64> = BTreeMap::new();
+    for (episode, bets) in &bursts {
+        let mut times: Vec<DateTime<Utc>> = bets.iter().map(|(_, at)| *at).collect();
+        times.sort();
+        let gaps: Vec<i64> = times.windows(2).map(|pair| (pair[1] - pair[0]).num_milliseconds()).collect();
+        let (shortest, longest) = (gaps.iter().min().copied().unwrap_or(0), gaps.iter().max().copied().unwrap_or(0));
+        assert!(
+            bets.len() >= 40 && shortest >= 195 && longest - shortest <= 10,
+            "{episode} at {}: {} bets, stored gaps {shortest}..{longest} ms",
+            bets[0].0,
+            bets.len()
+        );
+        *per_provider.entry(bets[0].0.clone()).or_default() += 1;
+    }
+    assert!(per_provider.get("kickoff").copied().unwrap_or(0) > 0, "no burst at kickoff: {per_provider:?}");
+    assert!(per_provider.get("spinhub").copied().unwrap_or(0) > 0, "no burst at spinhub: {per_provider:?}");
+}
+
+#[test]
+fn behavioural_episodes_look_the_way_the_catalogue_says() {
+    // Rollback abuse reverses losing bets or bets whose win was already paid; cash-through
+    // is a deposit and a withdrawal of the same amount around at most two minimum bets;
+    // bonus abuse wagers the bonus in equal bets and withdraws it afterwards.
+    let run = dst_run();
+    let decoded = decode_all(&run.out);
+    let (_, accepted) = ledger(&decoded);
+    let stored: HashMap<(String, String), &ValidTransaction> =
+        accepted.iter().map(|(provider, valid)| ((provider.clone(), valid.tx.provider_tx_id.clone()), valid)).collect();
+    let mut wins_by_round: HashMap<(String, String), DateTime<Utc>> = HashMap::new();
+    for (provider, valid) in &accepted {
+        if let (Kind::Win, Some(round)) = (valid.tx.kind, &valid.tx.round_id) {
+            wins_by_round.insert((provider.clone(), round.clone()), valid.tx.occurred_at);
+        }
+    }
+    let mut episodes: BTreeMap<(String, String), Vec<(String, &ValidTransaction)>> = BTreeMap::new();
+    for row in read_csv(&run.out.join("truth.csv")) {
+        if row["expected_outcome"] == "accepted" {
+            let valid = stored[&(row["provider"].clone(), row["provider_tx_id"].clone())];
+            episodes
+                .entry((row["scenario"].clone(), row["episode"].clone()))
+                .or_default()
+                .push((row["provider"].clone(), valid));
+        }
+    }
+    // kickoff's local times in the hour London repeats decode an hour early (the provider's
+    // format says no more), so order in time is not checked there.
+    let repeat: std::ops::Range<DateTime<Utc>> =
+        "2026-10-25T00:00:00Z".parse().expect("a time").."2026-10-25T02:00:00Z".parse().expect("a time");
+    let ordered = |times: &[DateTime<Utc>]| !times.iter().any(|at| repeat.contains(at));
+    let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((scenario, episode), records) in &episodes {
+        let of = |kind: Kind| records.iter().filter(move |(_, valid)| valid.tx.kind == kind).collect::<Vec<_>>();
+        match scenario.as_str() {
+            "rollback_abuse" => {
+                assert!((2..=5).contains(&records.len()), "{episode}: {} rollbacks", records.len());
+                for (provider, rollback) in records {
+                    assert_eq!(rollback.tx.kind, Kind::Rollback, "{episode}");
+                    let original = rollback.tx.original_tx_id.clone().expect("a rollback names its bet");
+                    let bet = stored[&(provider.clone(), original)];
+                    assert_eq!(
+                        (bet.tx.kind, &bet.tx.account, bet.amount_minor),
+                        (Kind::Bet, &rollback.tx.account, rollback.amount_minor)
+                    );
+                    let round = bet.tx.round_id.clone().expect("a round");
+                    if !ordered(&[bet.tx.occurred_at, rollback.tx.occurred_at]) {
+                        continue;
+                    }
+                    if let Some(win_at) = wins_by_round.get(&(provider.clone(), round)) {
+                        assert!(*win_at <= rollback.tx.occurred_at, "{episode}: the rollback comes before the win");
+                    }
+                    assert!(
+                        rollback.tx.occurred_at - bet.tx.occurred_at >= Duration::seconds(59),
+                        "{episode}: not minutes later: bet {} at {}, rollback at {}",
+                        bet.tx.provider_tx_id,
+                        bet.tx.occurred_at,
+                        rollback.tx.occurred_at
+                    );
+                }
+            }
+            "cash_through" => {
+                let (deposits, withdrawals, bets) = (of(Kind::Deposit), of(Kind::Withdrawal), of(Kind::Bet));
+                assert!(deposits.len() == 1 && withdrawals.len() == 1 && bets.len() <= 2, "{episode}: {records:?}");
+                let (deposit, withdrawal) = (deposits[0].1, withdrawals[0].1);
+                assert_eq!(deposit.amount_minor, withdrawal.amount_minor, "{episode}");
+                let gap = withdrawal.tx.occurred_at - deposit.tx.occurred_at;
+                assert!(gap > Duration::zero() && gap <= Duration::minutes(31), "{episode}: {gap}");
+                for (_, bet) in &bets {
+                    assert!(
+                        bet.amount_minor * 50 <= deposit.amount_minor,
+                        "{episode}: a bet of {} is not little play",
+                        bet.amount_minor
+                    );
+                }
+            }
+            "bonus_abuse" => {
+                let (bonuses, withdrawals, bets) = (of(Kind::Bonus), of(Kind::Withdrawal), of(Kind::Bet));
+                assert!(bonuses.len() == 1 && withdrawals.len() == 1 && !bets.is_empty(), "{episode}");
+                let (bonus, withdrawal) = (bonuses[0].1, withdrawals[0].1);
+                let stake = bets[0].1.amount_minor;
+                assert!(bets.iter().all(|(_, bet)| bet.amount_minor == stake), "{episode}: unequal bets");
+                let wagered = stake * bets.len() as i64;
+                assert!(
+                    wagered >= bonus.amount_minor || bets.len() == 150,
+                    "{episode}: wagered {wagered} of {}",
+                    bonus.amount_minor
+                );
+                assert_eq!(withdrawal.amount_minor, bonus.amount_minor, "{episode}");
+                let times: Vec<DateTime<Utc>> = records.iter().map(|(_, valid)| valid.tx.occurred_at).collect();
+                if ordered(&times) {
+                    assert!(bets.iter().all(|(_, bet)| bet.tx.occurred_at < withdrawal.tx.occurred_at), "{episode}");
+                }
+            }
+            _ => continue,
+        }
+        *seen
+            .entry(match scenario.as_str() {
+                "rollback_abuse" => "rollback_abuse",
+                "cash_through" => "cash_through",
+                _ => "bonus_abuse",
+            })
+            .or_default() += 1;
+    }
+    assert!(seen.len() == 3 && seen.values().all(|count| *count >= 10), "{seen:?}");
+}

@@ -102,5 +102,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         "ingest with: settlewatch --config {}/settlewatch.toml ingest --provider P FILES (see manifest.csv)",
         options.out.display()
     );
+    // The simulator reads no clock; this edge does, to say when the files become ingestible.
+    if let Some(last) = summary.last_occurred_at.filter(|last| *last > chrono::Utc::now()) {
+        eprintln!(
+            "warning: the last simulated record occurred at {}, after now: until then ingest rejects the later \
+             records as timestamp_in_future and will not match manifest.csv (move `start` in --config-file back)",
+            last.to_rfc3339()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

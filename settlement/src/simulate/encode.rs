@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use chrono::format::{Item, Numeric, StrftimeItems};
+use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
 use chrono::{Offset, TimeZone};
 use chrono_tz::Tz;
 use hmac::{Hmac, Mac};
@@ -40,6 +40,8 @@ use crate::rejection::ErrorCode;
 pub const JSON_BATCH_ITEMS_MAX: usize = 50;
 /// A batch delivery is sent once its first item is this old (delivery time).
 pub const JSON_BATCH_WINDOW_MS: i64 = 1_000;
+/// Detail records per fixed-width batch file (`batch_records_max`), at most.
+pub const BATCH_RECORDS_MAX: usize = 1_000_000;
 /// Buffer of each output file.
 pub const FILE_BUFFER_BYTES: usize = 1 << 20;
 
@@ -164,7 +166,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// cached per quarter hour (offsets change at most at quarter hours).
 #[derive(Clone)]
 pub(crate) struct LocalClock {
-    timezone: Tz,
+    pub(crate) timezone: Tz,
     bucket: i64,
     offset_ms: i64,
 }
@@ -184,6 +186,13 @@ impl LocalClock {
             self.offset_ms = i64::from(offset_seconds) * 1000;
         }
         self.offset_ms
+    }
+
+    /// The offset at exactly `utc_ms` (no cache): for the rare instants near a change.
+    pub(crate) fn offset_exact_ms(&self, utc_ms: i64) -> i64 {
+        chrono::DateTime::from_timestamp_millis(utc_ms)
+            .map(|at| i64::from(self.timezone.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc()) * 1000)
+            .unwrap_or(0)
     }
 
     pub(crate) fn local_ms(&mut self, utc_ms: i64) -> i64 {
@@ -257,6 +266,8 @@ enum TimePiece {
 #[derive(Clone, Debug)]
 pub(crate) struct TimeFormat {
     pieces: Option<Vec<TimePiece>>,
+    /// Whether the format writes fractions of a second.
+    fractional: bool,
     text: String,
 }
 
@@ -264,6 +275,7 @@ impl TimeFormat {
     pub(crate) fn new(text: &str) -> TimeFormat {
         let mut pieces = Vec::new();
         let mut fast = true;
+        let mut fractional = false;
         for item in StrftimeItems::new(text) {
             match item {
                 Item::Literal(literal) | Item::Space(literal) => pieces.push(TimePiece::Literal(literal.into())),
@@ -276,10 +288,61 @@ impl TimeFormat {
                 Item::Numeric(Numeric::Hour, _) => pieces.push(TimePiece::Hour),
                 Item::Numeric(Numeric::Minute, _) => pieces.push(TimePiece::Minute),
                 Item::Numeric(Numeric::Second, _) => pieces.push(TimePiece::Second),
+                Item::Numeric(Numeric::Nanosecond, _)
+                | Item::Fixed(
+                    Fixed::Nanosecond
+                    | Fixed::Nanosecond3
+                    | Fixed::Nanosecond6
+                    | Fixed::Nanosecond9
+                    | Fixed::Internal(_),
+                ) => {
+                    fast = false;
+                    fractional = true;
+                }
                 _ => fast = false,
             }
         }
-        TimeFormat { pieces: fast.then_some(pieces), text: text.to_string() }
+        TimeFormat { pieces: fast.then_some(pieces), fractional, text: text.to_string() }
+    }
+
+    /// The finest step this format writes: whole seconds, unless it has fractional seconds
+    /// (`%f`, `%.3f` and the like, which chrono writes).
+    pub(crate) fn resolution_ms(&self) -> i64 {
+        if self.fractional {
+            1
+        } else {
+            1_000
+        }
+    }
+
+    /// The instant a local time written by [`TimeFormat::push`] decodes to, as the adapters
+    /// read it (`adapters::fields::local_time`): the format's resolution is kept (the fast
+    /// subset has whole seconds) and, in the hour a zone repeats when its clocks go back, the
+    /// earlier of the two instants is taken. The truth file gives this instant, the one the
+    /// ledger stores.
+    pub(crate) fn decoded_ms(&self, utc_ms: i64, clock: &mut LocalClock, lookback: &mut LocalClock) -> i64 {
+        let offset_ms = clock.offset_ms(utc_ms);
+        let local_ms = utc_ms + offset_ms;
+        if self.pieces.is_none() {
+            // Outside the fast subset: write the text and read it back as the adapter does.
+            let mut text = Vec::new();
+            self.push(&mut text, local_ms);
+            let text = String::from_utf8_lossy(&text);
+            return crate::adapters::fields::local_time("occurred_at", &text, &self.text, clock.timezone)
+                .map_or(utc_ms, |at| at.timestamp_millis());
+        }
+        let local_ms = local_ms - local_ms.rem_euclid(1_000);
+        let decoded_ms = local_ms - offset_ms;
+        // An earlier instant with the same wall time exists only shortly after a clock went
+        // back (by at most three hours' worth of offset anywhere).
+        let earlier_offset_ms = lookback.offset_ms(utc_ms - 3 * 3_600_000);
+        if earlier_offset_ms > offset_ms {
+            let candidate_ms = local_ms - earlier_offset_ms;
+            if candidate_ms < decoded_ms && lookback.offset_exact_ms(candidate_ms) == earlier_offset_ms {
+                return candidate_ms;
+            }
+        }
+        decoded_ms
     }
 
     /// Writes the local time `local_ms` (milliseconds since the epoch, local wall clock).
@@ -388,6 +451,8 @@ fn corruption(event: &Event) -> Option<ErrorCode> {
 pub(crate) trait Encoder: Send {
     /// The error codes a malformed record of this format can be made to produce.
     fn malformed_codes(&self) -> &'static [ErrorCode];
+    /// The finest step of the times this format writes, in milliseconds.
+    fn time_resolution_ms(&self) -> i64;
     fn write(&mut self, event: &Event, sink: &mut dyn Sink, recorder: &mut Recorder) -> Result<(), SimulateError>;
     fn finish(&mut self, sink: &mut dyn Sink, recorder: &mut Recorder) -> Result<(), SimulateError>;
 }
@@ -400,6 +465,13 @@ fn expected_outcome(event: &Event) -> Outcome {
         (None, super::scenarios::Copy::Conflict) => Outcome::Conflict,
         (None, super::scenarios::Copy::Original) => Outcome::Accepted,
     }
+}
+
+/// The event as the ledger will hold it: its time as its format carries it.
+fn as_decoded(event: &Event, occurred_ms: i64) -> Event {
+    let mut decoded = event.clone();
+    decoded.occurred_ms = occurred_ms;
+    decoded
 }
 
 pub(crate) fn build_encoder(
@@ -733,6 +805,11 @@ impl JsonEncoder {
 }
 
 impl Encoder for JsonEncoder {
+    fn time_resolution_ms(&self) -> i64 {
+        // RFC 3339 with milliseconds, or epoch milliseconds.
+        1
+    }
+
     fn malformed_codes(&self) -> &'static [ErrorCode] {
         &[
             ErrorCode::BadSignature,
@@ -815,6 +892,8 @@ struct CsvEncoder {
     time_format: TimeFormat,
     minor_units: bool,
     clock: LocalClock,
+    /// The zone's offset three hours earlier (for times a clock change makes ambiguous).
+    lookback: LocalClock,
     day_file: Option<DayFile>,
     line: Vec<u8>,
     cell: Vec<u8>,
@@ -848,6 +927,7 @@ impl CsvEncoder {
             time_format: TimeFormat::new(&config.timestamp_format),
             minor_units: config.amount_in_minor_units,
             clock: LocalClock::new(timezone),
+            lookback: LocalClock::new(timezone),
             day_file: None,
             line: Vec::with_capacity(512),
             cell: Vec::with_capacity(128),
@@ -903,6 +983,10 @@ impl CsvEncoder {
 }
 
 impl Encoder for CsvEncoder {
+    fn time_resolution_ms(&self) -> i64 {
+        self.time_format.resolution_ms()
+    }
+
     fn malformed_codes(&self) -> &'static [ErrorCode] {
         &[ErrorCode::InvalidAmount, ErrorCode::MissingField, ErrorCode::UnknownKind, ErrorCode::InvalidField]
     }
@@ -962,7 +1046,8 @@ impl Encoder for CsvEncoder {
         self.line.push(b'\n');
         let payload = self.day_file.as_ref().map(|file| file.payload).unwrap_or(0);
         sink.append(payload, &self.line).map_err(io)?;
-        recorder.record(event, file, expected_outcome(event), true);
+        let decoded_ms = self.time_format.decoded_ms(event.occurred_ms, &mut self.clock, &mut self.lookback);
+        recorder.record(&as_decoded(event, decoded_ms), file, expected_outcome(event), true);
         Ok(())
     }
 
@@ -1002,6 +1087,8 @@ struct FixedWidthEncoder {
     time_format: TimeFormat,
     business_date_format: TimeFormat,
     clock: LocalClock,
+    /// The zone's offset three hours earlier (for times a clock change makes ambiguous).
+    lookback: LocalClock,
     rng: ChaCha8Rng,
     batch_records_max: usize,
     malformed_batch_rate: f64,
@@ -1023,6 +1110,20 @@ fn place(line: &mut Vec<u8>, position: FieldPosition, text: &[u8]) {
     }
     let width = text.len().min(position.width_chars);
     line[position.start_chars..position.start_chars + width].copy_from_slice(&text[..width]);
+}
+
+/// A number that does not fit its fixed-width field is an error, never cut short (a
+/// truncated amount or control total would decode as another number).
+fn check_fits(text: &[u8], position: FieldPosition, what: &str) -> Result<(), SimulateError> {
+    if text.len() > position.width_chars {
+        return Err(SimulateError::Config(format!(
+            "{what} {} needs {} characters, its fixed-width field has {}",
+            String::from_utf8_lossy(text),
+            text.len(),
+            position.width_chars
+        )));
+    }
+    Ok(())
 }
 
 /// A signed amount zero-padded to `width` characters: `+000000001050`.
@@ -1076,6 +1177,7 @@ impl FixedWidthEncoder {
             business_date_format: TimeFormat::new(&config.business_date_format),
             vocabulary,
             clock: LocalClock::new(timezone),
+            lookback: LocalClock::new(timezone),
             rng,
             batch_records_max: batch_records_max.max(1),
             malformed_batch_rate,
@@ -1166,8 +1268,10 @@ impl FixedWidthEncoder {
         let mut text = Vec::new();
         push_padded(&mut text, count.unsigned_abs(), self.config.trailer.record_count.width_chars);
         place(line, self.config.trailer.record_count, &text);
+        check_fits(&text, self.config.trailer.record_count, "trailer record_count")?;
         text.clear();
         push_signed_padded(&mut text, total, self.config.trailer.control_total_minor.width_chars);
+        check_fits(&text, self.config.trailer.control_total_minor, "trailer control_total_minor")?;
         place(line, self.config.trailer.control_total_minor, &text);
         line.push(b'\n');
         sink.append(batch.payload, line).map_err(io)?;
@@ -1201,6 +1305,7 @@ impl FixedWidthEncoder {
         place(line, detail.kind, word.as_bytes());
         field.clear();
         push_signed_padded(field, event.amount_minor, detail.amount_minor.width_chars);
+        check_fits(field, detail.amount_minor, "detail amount_minor")?;
         place(line, detail.amount_minor, field);
         field.clear();
         if broken == Some(ErrorCode::InvalidField) {
@@ -1239,16 +1344,22 @@ impl FixedWidthEncoder {
         sink.append(batch.payload, line).map_err(io)?;
         batch.records += 1;
         batch.total_minor += event.amount_minor;
+        let decoded_ms = self.time_format.decoded_ms(event.occurred_ms, &mut self.clock, &mut self.lookback);
+        let event = as_decoded(event, decoded_ms);
         if batch.broken.is_some() {
-            batch.doomed.push(event.clone());
+            batch.doomed.push(event);
         } else {
-            recorder.record(event, batch.file, expected_outcome(event), true);
+            recorder.record(&event, batch.file, expected_outcome(&event), true);
         }
         Ok(())
     }
 }
 
 impl Encoder for FixedWidthEncoder {
+    fn time_resolution_ms(&self) -> i64 {
+        self.time_format.resolution_ms()
+    }
+
     fn malformed_codes(&self) -> &'static [ErrorCode] {
         &[ErrorCode::MissingField, ErrorCode::UnknownKind, ErrorCode::InvalidField]
     }

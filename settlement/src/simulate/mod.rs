@@ -54,6 +54,15 @@ pub const RATE_PER_SECOND_MAX: f64 = 1_000_000.0;
 pub const PLAYERS_MAX: u32 = 10_000_000;
 /// Simulated providers, at most.
 pub const SIM_PROVIDERS_MAX: usize = 64;
+/// Transactions a run is expected to generate (rate × duration), at most: 10^10 is about a
+/// terabyte of files; anything larger is a typo, not a simulation.
+pub const EXPECTED_TRANSACTIONS_MAX: f64 = 1e10;
+/// Minor units of one chip, at most. With [`players::STAKE_CHIPS_MAX`] and
+/// [`players::PAYOUT_MULTIPLE_MAX`] this keeps every amount (and every product computed on
+/// the way) far below `validate::AMOUNT_MINOR_MAX` and the 64-bit range.
+pub const CHIP_MINOR_MAX: i64 = 10_000;
+/// Share weights (currencies, segments, traffic shares), at most.
+pub const SHARE_MAX: f64 = 1e6;
 /// Session starts are drawn per bucket of this many milliseconds.
 const BUCKET_MS: i64 = 60_000;
 
@@ -448,6 +457,9 @@ pub struct Summary {
     pub files: u64,
     pub sessions: u64,
     pub scenarios: Vec<ScenarioSummary>,
+    /// The latest `occurred_at` of any record (wins settle and withdrawals follow after the
+    /// simulated duration): ingest rejects records from its future (`timestamp_in_future`).
+    pub last_occurred_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -525,6 +537,13 @@ impl Plan {
         {
             return Err(invalid(format!("the rate must be above 0 and at most {RATE_PER_SECOND_MAX} per second")));
         }
+        let expected_transactions = options.rate_per_second * options.duration_seconds as f64;
+        if expected_transactions > EXPECTED_TRANSACTIONS_MAX {
+            return Err(invalid(format!(
+                "rate × duration is {expected_transactions:.3e} transactions, more than the {EXPECTED_TRANSACTIONS_MAX:e} \
+                 a run may generate"
+            )));
+        }
         if config.players == 0 || config.players > PLAYERS_MAX {
             return Err(invalid(format!("players: must be 1 to {PLAYERS_MAX}")));
         }
@@ -564,8 +583,8 @@ impl Plan {
             .collect::<Result<Vec<_>, _>>()?;
         if config.segments.is_empty()
             || config.segments.iter().any(|segment| {
-                !(0.0..=1e6).contains(&segment.share)
-                    || !(1.0..=1e9).contains(&segment.stake_chips_median)
+                !(0.0..=SHARE_MAX).contains(&segment.share)
+                    || !(1.0..=players::STAKE_CHIPS_MAX).contains(&segment.stake_chips_median)
                     || !(0.0..=3.0).contains(&segment.stake_sigma)
                     || !(0.0..=3.0).contains(&segment.bet_sigma)
                     || !(1.0..=10_000.0).contains(&segment.rounds_mean)
@@ -573,7 +592,7 @@ impl Plan {
             || config.segments.iter().map(|segment| segment.share).sum::<f64>() <= 0.0
         {
             return Err(invalid(
-                "segments: each needs share ≥ 0 (some > 0), stake_chips_median ≥ 1, sigmas 0..3, rounds_mean 1..10000",
+                "segments: each needs share 0..1e6 (some > 0), stake_chips_median 1..1e6, sigmas 0..3, rounds_mean 1..10000",
             ));
         }
         // Currencies: exponents from the same table the ledger uses.
@@ -584,14 +603,20 @@ impl Plan {
             let (code, exponent) = known
                 .lookup(&currency.code)
                 .ok_or_else(|| invalid(format!("currencies: {:?} is not an ISO 4217 currency", currency.code)))?;
-            if currency.chip_minor < 1 || !(0.0..=1e6).contains(&currency.share) {
-                return Err(invalid(format!("currencies.{}: chip_minor must be ≥ 1 and share ≥ 0", currency.code)));
+            if !(1..=CHIP_MINOR_MAX).contains(&currency.chip_minor) || !(0.0..=SHARE_MAX).contains(&currency.share) {
+                return Err(invalid(format!(
+                    "currencies.{}: chip_minor must be 1 to {CHIP_MINOR_MAX} and share 0 to {SHARE_MAX}",
+                    currency.code
+                )));
             }
             currencies.push((code.as_str().to_string(), exponent));
             chip_minor.push(currency.chip_minor);
         }
         if currencies.is_empty() || currencies.len() > usize::from(u8::MAX) {
             return Err(invalid("currencies: 1 to 255 currencies"));
+        }
+        if config.currencies.iter().map(|currency| currency.share).sum::<f64>() <= 0.0 {
+            return Err(invalid("currencies: the shares are all 0, so no player has a currency"));
         }
         if config.providers.is_empty() || config.providers.len() > SIM_PROVIDERS_MAX {
             return Err(invalid(format!("providers: 1 to {SIM_PROVIDERS_MAX} providers")));
@@ -627,8 +652,8 @@ impl Plan {
                         return Err(error(format!("game {}: rtp must be 0.5..1 and hit_rate 0.01..1", game.id)));
                     }
                 }
-                if provider.traffic_share.is_nan() || provider.traffic_share <= 0.0 {
-                    return Err(error("a game provider needs traffic_share > 0".into()));
+                if !(provider.traffic_share > 0.0 && provider.traffic_share <= SHARE_MAX) {
+                    return Err(error(format!("a game provider needs traffic_share above 0 and at most {SHARE_MAX}")));
                 }
             }
             if provider.tx_prefix.is_empty()
@@ -645,6 +670,9 @@ impl Plan {
             }
             if !(0.001..=100.0).contains(&rounds_factor) && provider.role != Role::Payments {
                 return Err(error("rounds_factor must be 0.001 to 100".into()));
+            }
+            if !(1..=encode::BATCH_RECORDS_MAX).contains(&provider.batch_records_max) {
+                return Err(error(format!("batch_records_max must be 1 to {}", encode::BATCH_RECORDS_MAX)));
             }
             providers.push(PlannedProvider {
                 config: provider.clone(),
@@ -1004,6 +1032,7 @@ fn run_game_provider(
         processors_by_currency: &plan.processors_by_currency,
         provider_names: &plan.provider_names,
         drift,
+        time_resolution_ms: delivery.encoder.time_resolution_ms(),
         owner: index as u16,
         next_tx: 0,
         next_round: 0,
@@ -1146,6 +1175,8 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
     let mut episode_counts = [0u64; 12];
     let mut labelled = [0u64; 12];
     let (mut transactions, mut records, mut files, mut sessions, mut statement_lines) = (0, 0, 0, 0, 0);
+    let mut fault_opportunities = 0;
+    let mut last_occurred_ms = i64::MIN;
     let mut batches = 0u64;
     for (index, result) in results {
         let recorder = &result.recorder;
@@ -1189,6 +1220,8 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
             *total += count;
         }
         transactions += recorder.transactions;
+        fault_opportunities += recorder.fault_opportunities;
+        last_occurred_ms = last_occurred_ms.max(recorder.last_occurred_ms);
         records += recorder.records;
         files += recorder.files.len() as u64;
         sessions += result.sessions;
@@ -1211,7 +1244,7 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
                 | Scenario::CashThrough
                 | Scenario::BonusAbuse => sessions,
                 Scenario::DuplicateDelivery | Scenario::ConflictingRedelivery | Scenario::MalformedRecord => {
-                    transactions
+                    fault_opportunities
                 }
                 Scenario::RtpDrift => (game_providers as f64 * days).round() as u64,
                 Scenario::ProviderOutage => (plan.providers.len() as f64 * days).round() as u64,
@@ -1242,5 +1275,6 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
         );
     }
     std::fs::write(out.join("summary.csv"), summary_csv)?;
-    Ok(Summary { transactions, records, files, sessions, scenarios })
+    let last_occurred_at = DateTime::from_timestamp_millis(last_occurred_ms).filter(|_| last_occurred_ms != i64::MIN);
+    Ok(Summary { transactions, records, files, sessions, scenarios, last_occurred_at })
 }

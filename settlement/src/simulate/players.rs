@@ -22,6 +22,14 @@ use crate::model::Kind;
 pub const BURST_BETS_MAX: u32 = 120;
 /// Bets in one bonus-abuse episode, at most.
 pub const BONUS_ABUSE_BETS_MAX: u64 = 150;
+/// Chips of one stake, at most (a player's typical stake is capped at the same).
+pub const STAKE_CHIPS_MAX: f64 = 1e6;
+/// A winning round pays at most this multiple of its stake.
+pub const PAYOUT_MULTIPLE_MAX: f64 = 10_000.0;
+/// Ordinary bets an amount-spike session places before its spike, at least.
+pub const SPIKE_HISTORY_BETS: u64 = 5;
+/// Rounds of a rollback-abuse session, at least.
+pub const ROLLBACK_ABUSE_ROUNDS_MIN: u64 = 3;
 /// Tries to find a player whose currency a provider takes, before the session is skipped.
 pub const PLAYER_PICK_TRIES_MAX: usize = 64;
 
@@ -122,6 +130,26 @@ pub fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> u64 {
     count
 }
 
+/// The payout of one round in basis points of the stake.
+pub fn payout_bp(rng: &mut ChaCha8Rng, game: &GameConfig, rtp: f64) -> i64 {
+    if rng.gen::<f64>() >= game.hit_rate {
+        return 0;
+    }
+    let mean_multiple = rtp / game.hit_rate;
+    let multiple = match game.payout {
+        Payout::Fixed => mean_multiple,
+        Payout::Exponential => exponential(rng, mean_multiple),
+    };
+    (multiple.min(PAYOUT_MULTIPLE_MAX) * 10_000.0).round() as i64
+}
+
+/// A win in minor units: the stake times the payout, rounded to the nearest minor unit
+/// (half up). Truncating lost half a minor unit per win on average, which at the smallest
+/// stakes (a 10-cent chip) took a percent or two off the game's RTP.
+pub fn win_minor(stake_minor: i64, payout_bp: i64) -> i64 {
+    (stake_minor * payout_bp + 5_000) / 10_000
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Player {
     pub segment: u8,
@@ -157,7 +185,8 @@ pub fn population(
             let segment = pick(rng, &mut segments.iter().map(|segment| segment.share / segment_total));
             let currency = pick(rng, &mut currency_shares.iter().map(|share| share / currency_total));
             let config = &segments[usize::from(segment)];
-            let typical = lognormal(rng, config.stake_chips_median, config.stake_sigma).round().clamp(1.0, 1e6);
+            let typical =
+                lognormal(rng, config.stake_chips_median, config.stake_sigma).round().clamp(1.0, STAKE_CHIPS_MAX);
             Player { segment, currency, typical_chips: typical as u32, processor_choice: rng.gen() }
         })
         .collect()
@@ -208,6 +237,8 @@ pub struct GameProvider<'a> {
     pub processors_by_currency: &'a [Vec<usize>],
     pub provider_names: &'a [String],
     pub drift: Vec<DriftWindow>,
+    /// The finest time step the provider's format carries (1 ms, or 1000 for whole seconds).
+    pub time_resolution_ms: i64,
     pub owner: u16,
     pub next_tx: u64,
     pub next_round: u64,
@@ -282,19 +313,6 @@ impl GameProvider<'_> {
         });
     }
 
-    /// The payout of one round in basis points of the stake.
-    fn payout_bp(&self, rng: &mut ChaCha8Rng, game: &GameConfig, rtp: f64) -> i64 {
-        if rng.gen::<f64>() >= game.hit_rate {
-            return 0;
-        }
-        let mean_multiple = rtp / game.hit_rate;
-        let multiple = match game.payout {
-            Payout::Fixed => mean_multiple,
-            Payout::Exponential => exponential(rng, mean_multiple),
-        };
-        (multiple * 10_000.0).round() as i64
-    }
-
     fn drift_at(&self, game: u16, at_ms: i64) -> Option<&DriftWindow> {
         self.drift.iter().find(|window| window.game == game && window.start_ms <= at_ms && at_ms < window.end_ms)
     }
@@ -347,8 +365,7 @@ impl GameProvider<'_> {
             return (bet_index, false, end);
         }
         let config = &self.games[usize::from(game)];
-        let payout = self.payout_bp(rng, config, rtp);
-        let win_minor = stake_minor * payout / 10_000;
+        let win_minor = win_minor(stake_minor, payout_bp(rng, config, rtp));
         if win_minor > 0 {
             let mut win = self.event(Kind::Win, player, win_minor, at_ms + settle_ms, session);
             win.game = game;
@@ -362,7 +379,9 @@ impl GameProvider<'_> {
 
     fn stake(&self, rng: &mut ChaCha8Rng, player: &Player) -> i64 {
         let segment = &self.segments[usize::from(player.segment)];
-        let chips = lognormal(rng, f64::from(player.typical_chips), segment.bet_sigma).round().clamp(1.0, 1e9) as i64;
+        let chips = lognormal(rng, f64::from(player.typical_chips), segment.bet_sigma)
+            .round()
+            .clamp(1.0, STAKE_CHIPS_MAX) as i64;
         chips * self.chip(player.currency)
     }
 
@@ -439,7 +458,16 @@ impl GameProvider<'_> {
     ) {
         let player = self.players[player_index as usize];
         let segment = &self.segments[usize::from(player.segment)];
-        let rounds = geometric(rng, segment.rounds_mean * self.rounds_factor);
+        let mut rounds = geometric(rng, segment.rounds_mean * self.rounds_factor);
+        if spike {
+            // The spike needs a history to stand out from: ordinary bets of the same player
+            // come first in the same session.
+            rounds = rounds.max(SPIKE_HISTORY_BETS + 1);
+        }
+        if rollback_abuse {
+            // 2 to 5 rollbacks need as many bets (a one-round session made a single one).
+            rounds = rounds.max(ROLLBACK_ABUSE_ROUNDS_MIN);
+        }
         let game = rng.gen_range(0..self.games.len()) as u16;
         let typical_minor = i64::from(player.typical_chips) * self.chip(player.currency);
         if rng.gen_bool(self.deposit_probability) {
@@ -453,7 +481,7 @@ impl GameProvider<'_> {
             session.events.push(self.event(Kind::Bonus, player_index, amount, at, session_id));
             at += 1_000;
         }
-        let spike_round = spike.then(|| rng.gen_range(0..rounds));
+        let spike_round = spike.then(|| rng.gen_range(SPIKE_HISTORY_BETS..rounds));
         let mut outcomes: Vec<(usize, bool, i64)> = Vec::with_capacity(rounds as usize);
         let mut end = at;
         for round in 0..rounds {
@@ -533,7 +561,13 @@ impl GameProvider<'_> {
         recorder: &mut Recorder,
     ) {
         let bets = rng.gen_range(40..=BURST_BETS_MAX);
-        let interval_ms = rng.gen_range(200..=500);
+        // The bot's fixed interval must show in the provider's files: where its times carry
+        // whole seconds, the interval is 1 to 3 s from a whole second.
+        let (start_ms, interval_ms) = if self.time_resolution_ms >= 1_000 {
+            (start_ms - start_ms.rem_euclid(1_000), rng.gen_range(1..=3) * 1_000)
+        } else {
+            (start_ms, rng.gen_range(200..=500))
+        };
         let game = rng.gen_range(0..self.games.len()) as u16;
         let stake = self.chip(self.players[player_index as usize].currency);
         let end = start_ms + i64::from(bets) * interval_ms;
@@ -639,6 +673,42 @@ impl GameProvider<'_> {
         self.funding(session, player_index, Kind::Withdrawal, withdraw_at, bonus, Some(label));
         if let Some(episode) = recorder.episodes.iter_mut().rev().find(|episode| episode.number == label.episode) {
             episode.end_ms = withdraw_at;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn small_stakes_win_their_rtp_without_a_rounding_loss() {
+        // 2 million rounds of 10 minor units (one USD chip) per game: a standard error of
+        // about 0.0015 in the RTP, where truncating each win cost about 0.017.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let games = [
+            GameConfig { id: "slots".into(), rtp: 0.92, hit_rate: 0.35, payout: Payout::Exponential },
+            GameConfig { id: "roulette".into(), rtp: 0.973, hit_rate: 0.4865, payout: Payout::Fixed },
+        ];
+        for game in &games {
+            let rounds = 2_000_000;
+            let stake_minor = 10;
+            let (mut won, mut won_squared) = (0i128, 0f64);
+            for _ in 0..rounds {
+                let win = win_minor(stake_minor, payout_bp(&mut rng, game, game.rtp));
+                won += i128::from(win);
+                won_squared += (win as f64 / stake_minor as f64).powi(2);
+            }
+            let rtp = won as f64 / (rounds as f64 * stake_minor as f64);
+            let standard_error = ((won_squared / rounds as f64 - rtp * rtp) / rounds as f64).sqrt();
+            assert!(
+                (rtp - game.rtp).abs() <= 4.0 * standard_error + 0.001,
+                "{}: RTP {rtp:.4} at {stake_minor} minor units a round, configured {} (standard error {standard_error:.4})",
+                game.id,
+                game.rtp
+            );
         }
     }
 }

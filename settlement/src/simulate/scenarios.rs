@@ -86,7 +86,7 @@ impl Scenario {
             | Scenario::CashThrough
             | Scenario::BonusAbuse => "per game session",
             Scenario::DuplicateDelivery | Scenario::ConflictingRedelivery | Scenario::MalformedRecord => {
-                "per transaction"
+                "per unlabelled transaction"
             }
             Scenario::RtpDrift => "episodes per game provider per 24 h",
             Scenario::ProviderOutage => "episodes per provider per 24 h",
@@ -99,6 +99,9 @@ impl Scenario {
         Scenario::ALL.iter().position(|scenario| *scenario == self).unwrap_or(0)
     }
 }
+
+/// Episodes per provider per 24 h of `rtp_drift` and `provider_outage`, at most.
+pub const EPISODES_PER_DAY_MAX: f64 = 1_000.0;
 
 /// Rate of each scenario (see [`Scenario::rate_unit`]), from `[scenarios]` in the
 /// simulator's TOML.
@@ -160,12 +163,12 @@ impl ScenarioRates {
         for scenario in Scenario::ALL {
             let rate = self.rate(scenario);
             let probability = !matches!(scenario, Scenario::RtpDrift | Scenario::ProviderOutage);
-            if !rate.is_finite() || rate < 0.0 || (probability && rate > 1.0) {
+            let max = if probability { 1.0 } else { EPISODES_PER_DAY_MAX };
+            if !(0.0..=max).contains(&rate) {
                 return Err(format!(
-                    "scenarios.{}: {rate} is not a rate ({}{})",
+                    "scenarios.{}: {rate} is not a rate ({}, 0 to {max})",
                     scenario.as_str(),
-                    scenario.rate_unit(),
-                    if probability { ", between 0 and 1" } else { ", at least 0" }
+                    scenario.rate_unit()
                 ));
             }
         }
@@ -311,6 +314,11 @@ pub(crate) struct Recorder {
     pub records: u64,
     /// Distinct transactions generated (originals).
     pub transactions: u64,
+    /// Transactions the per-transaction delivery faults could touch (unlabelled bets, wins,
+    /// bonuses, deposits and withdrawals): the opportunities of those scenarios.
+    pub fault_opportunities: u64,
+    /// The latest `occurred_at` written (UTC milliseconds), `i64::MIN` before any.
+    pub last_occurred_ms: i64,
 }
 
 impl Recorder {
@@ -328,6 +336,8 @@ impl Recorder {
             labelled: [0; 12],
             records: 0,
             transactions: 0,
+            fault_opportunities: 0,
+            last_occurred_ms: i64::MIN,
         }
     }
 
@@ -377,6 +387,7 @@ impl Recorder {
     /// inside a payload rejected as a whole (the file counts as one unit).
     pub fn record(&mut self, event: &Event, file: usize, outcome: Outcome, unit: bool) {
         self.records += 1;
+        self.last_occurred_ms = self.last_occurred_ms.max(event.occurred_ms);
         if unit {
             let tally = &mut self.files[file];
             tally.units += 1;
@@ -467,6 +478,7 @@ impl DeliveryFaults<'_> {
             if !eligible {
                 continue;
             }
+            recorder.fault_opportunities += 1;
             let draw: f64 = rng.gen();
             let duplicate = self.rates.duplicate_delivery;
             let conflict = duplicate + self.rates.conflicting_redelivery;

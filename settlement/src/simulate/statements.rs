@@ -25,7 +25,7 @@ use std::io::Write;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::encode::{date_text, LocalClock};
+use super::encode::date_text;
 use super::scenarios::{push_episode_id, Recorder, Scenario};
 use super::SimulateError;
 
@@ -35,6 +35,21 @@ pub const MISMATCH_MINOR_MAX: i64 = 999;
 pub const STATEMENT_HEADER: &str = "provider,business_date,timezone,currency,kind,count,amount_minor\n";
 pub const MISMATCH_HEADER: &str =
     "provider,business_date,currency,kind,transactions_amount_minor,claimed_amount_minor,delta_minor,episode\n";
+
+/// The business day `day` (days since 1970-01-01, local) in `timezone_name` as UTC
+/// milliseconds `[start, end)`: 23 or 25 hours on daylight-saving days, as the ledger's
+/// `Period::day` has it.
+pub(crate) fn business_day_ms(day: i64, timezone_name: &str) -> Result<(i64, i64), SimulateError> {
+    let invalid = |message: String| SimulateError::Config(message);
+    let timezone: chrono_tz::Tz =
+        timezone_name.parse().map_err(|_| invalid(format!("unknown timezone {timezone_name:?}")))?;
+    let date = i32::try_from(day + 719_163)
+        .ok()
+        .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+        .ok_or_else(|| invalid(format!("day {day} is not a date")))?;
+    let period = crate::statement::Period::day(date, timezone).map_err(|error| invalid(error.to_string()))?;
+    Ok((period.from.timestamp_millis(), period.to.timestamp_millis()))
+}
 
 /// Writes one provider's statements; returns its lines of `statement_mismatches.csv`.
 pub(crate) fn write_statements(
@@ -48,7 +63,6 @@ pub(crate) fn write_statements(
     let mut mismatches = Vec::new();
     let mut lines = 0u64;
     let statements = std::mem::take(&mut recorder.statements);
-    let mut clock: LocalClock = recorder.clock.clone();
     for ((day, currency, kind), (count, sum)) in &statements {
         lines += 1;
         let currency_code = recorder.currencies[usize::from(*currency)].clone();
@@ -57,14 +71,13 @@ pub(crate) fn write_statements(
             let magnitude = rng.gen_range(1..=MISMATCH_MINOR_MAX);
             let delta = if rng.gen_bool(0.5) { magnitude } else { -magnitude };
             claimed += i128::from(delta);
-            let day_start_local = day * 86_400_000;
-            let start = day_start_local - clock.offset_ms(day_start_local);
+            let (start, end) = business_day_ms(*day, timezone_name)?;
             let date = date_text(*day);
             let episode = recorder.episode(
                 Scenario::SettlementMismatch,
                 "",
                 start,
-                start + 86_400_000,
+                end,
                 format!("statement {date} {currency_code} {kind}: claimed {claimed}, transactions sum to {sum}"),
             );
             let _ = write!(mismatches, "{},{date},{currency_code},{kind},{sum},{claimed},{delta},", recorder.provider);

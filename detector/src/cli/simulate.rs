@@ -99,8 +99,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "ingest with: settlewatch --config {}/settlewatch.toml ingest --provider P FILES (see manifest.csv)",
-        options.out.display()
+        "ingest with: settlewatch --config {out}/settlewatch.toml ingest --manifest {out}/manifest.csv",
+        out = options.out.display()
     );
     // The simulator reads no clock; this edge does, to say when the files become ingestible.
     if let Some(last) = summary.last_occurred_at.filter(|last| *last > chrono::Utc::now()) {

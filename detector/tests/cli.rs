@@ -518,3 +518,24 @@ fn a_manifest_ingests_each_file_with_its_provider_in_order() {
     // Neither a manifest nor a provider: clap's usage error.
     sandbox.run(&["ingest", PAYFAST]).expect(2);
 }
+
+#[test]
+fn regression_a_closed_output_pipe_ends_quietly_without_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let sandbox = Sandbox::new();
+    let mut child = common::settlewatch()
+        .current_dir(sandbox.dir())
+        .args(["simulate", "--seed", "1", "--duration", "1h", "--rate", "5/s", "--out", "sim"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("settlewatch starts");
+    // Close our end of stdout at once, as `| head -0` would.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    let status = child.wait().expect("settlewatch ends");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(status.code(), Some(101), "{stderr}");
+}

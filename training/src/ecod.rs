@@ -26,7 +26,6 @@
 //! bounded; the skewness is always computed on all rows.
 
 use ndarray::ArrayView2;
-use rand::seq::index;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -91,14 +90,7 @@ impl Fit for EcodParams {
         self.check()?;
         check_training_rows(rows, 1)?;
         let (n, n_features) = rows.dim();
-        let kept: Vec<usize> = if n > self.training_rows_max {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut kept = index::sample(&mut rng, n, self.training_rows_max).into_vec();
-            kept.sort_unstable();
-            kept
-        } else {
-            (0..n).collect()
-        };
+        let kept = crate::standardize::kept_rows(n, self.training_rows_max, &mut ChaCha8Rng::seed_from_u64(seed));
         let mut sorted_columns = Vec::with_capacity(n_features * kept.len());
         let mut skew_tails = Vec::with_capacity(n_features);
         for column in rows.columns() {

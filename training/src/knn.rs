@@ -21,7 +21,6 @@
 //! reference row, scaled so the contributions add up to the score (the distance).
 
 use ndarray::ArrayView2;
-use rand::seq::index;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -86,14 +85,7 @@ impl Fit for KnnParams {
         check_training_rows(rows, 1)?;
         let (n, d) = rows.dim();
         let (feature_means, feature_scales) = crate::standardize::means_and_scales(rows);
-        let kept: Vec<usize> = if n > self.reference_rows_max {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut kept = index::sample(&mut rng, n, self.reference_rows_max).into_vec();
-            kept.sort_unstable();
-            kept
-        } else {
-            (0..n).collect()
-        };
+        let kept = crate::standardize::kept_rows(n, self.reference_rows_max, &mut ChaCha8Rng::seed_from_u64(seed));
         let mut reference = Vec::with_capacity(kept.len() * d);
         for &row in &kept {
             for (feature, value) in rows.row(row).iter().enumerate() {

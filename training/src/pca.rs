@@ -28,7 +28,6 @@
 
 use linfa_linalg::eigh::EighInto;
 use ndarray::{Array2, ArrayView2, Axis};
-use rand::seq::index;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -107,25 +106,13 @@ impl Fit for PcaParams {
     fn fit(&self, rows: ArrayView2<'_, f64>, seed: u64) -> Result<Pca, TrainingError> {
         self.check()?;
         check_training_rows(rows, 1)?;
-        let (n, d) = rows.dim();
+        let d = rows.ncols();
         if d > FEATURES_MAX {
             return Err(TrainingError::InvalidData(format!("{d} features, at most {FEATURES_MAX}")));
         }
-        let training: Array2<f64> = if n > self.training_rows_max {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut kept = index::sample(&mut rng, n, self.training_rows_max).into_vec();
-            kept.sort_unstable();
-            rows.select(Axis(0), &kept)
-        } else {
-            rows.to_owned()
-        };
-        let (feature_means, feature_scales) = crate::standardize::means_and_scales(training.view());
-        let mut standardized = training;
-        for mut row in standardized.rows_mut() {
-            for ((value, mean), scale) in row.iter_mut().zip(&feature_means).zip(&feature_scales) {
-                *value = (*value - mean) / scale;
-            }
-        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (standardized, feature_means, feature_scales) =
+            crate::standardize::standardized_sample(rows, self.training_rows_max, &mut rng);
         let (axes, axis_variances) = principal_axes(standardized)?;
         let total: f64 = axis_variances.iter().sum();
         let mut axes_kept = 0;

@@ -110,26 +110,15 @@ fn train_writes_an_artifact_that_loads_and_scores_like_eval_ranks() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write_dataset(dir.path());
     let out = dir.path().join("models/tiny");
-    let run = run_in(
-        dir.path(),
-        &[
-            "train",
-            "--data",
-            csv.to_str().unwrap(),
-            "--label-column",
-            "label",
-            "--out",
-            out.to_str().unwrap(),
-            "--seed",
-            "4",
-            "--alert-rate",
-            "0.05",
-            "--target-precision",
-            "0.9",
-            "--created-at",
-            "2026-11-25T12:00:00Z",
-        ],
-    );
+    let train = |data: &std::path::Path| {
+        let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+        let arguments = ["--label-column", "label", "--out", out, "--seed", "4", "--alert-rate", "0.05"];
+        let mut all = vec!["train", "--data", data];
+        all.extend(arguments);
+        all.extend(["--target-precision", "0.9", "--created-at", "2026-11-25T12:00:00Z"]);
+        run_in(dir.path(), &all)
+    };
+    let run = train(&csv);
     // The id column is not numeric and not one of the exported id columns.
     let run = run.expect(1);
     assert!(run.stderr.contains("column \"id\""), "{}", run.stderr);
@@ -138,27 +127,7 @@ fn train_writes_an_artifact_that_loads_and_scores_like_eval_ranks() {
     let text = std::fs::read_to_string(&csv).unwrap();
     let without_id: String = text.lines().map(|line| line.split_once(',').unwrap().1.to_string() + "\n").collect();
     std::fs::write(&plain, without_id).unwrap();
-    let run = run_in(
-        dir.path(),
-        &[
-            "train",
-            "--data",
-            plain.to_str().unwrap(),
-            "--label-column",
-            "label",
-            "--out",
-            out.to_str().unwrap(),
-            "--seed",
-            "4",
-            "--alert-rate",
-            "0.05",
-            "--target-precision",
-            "0.9",
-            "--created-at",
-            "2026-11-25T12:00:00Z",
-        ],
-    )
-    .expect(0);
+    let run = train(&plain).expect(0);
     assert!(run.stdout.contains("trained ensemble on 240 rows × 3 features"), "{}", run.stdout);
     assert!(run.stdout.contains("ROC-AUC"), "{}", run.stdout);
     let artifact = Artifact::load(&out).unwrap();

@@ -91,6 +91,106 @@ pub struct ProviderConfig {
     #[serde(default, with = "rust_decimal::serde::str_option")]
     pub revenue_share: Option<Decimal>,
     pub adapter: AdapterConfig,
+    /// How this provider's statements are read and reconciled.
+    #[serde(default)]
+    pub reconciliation: ReconciliationConfig,
+}
+
+/// `[providers.reconciliation]`: the statement format and the written matching rules.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationConfig {
+    /// `totals` (end-of-day totals CSV), `listing` (transaction listing CSV) or `camt053`.
+    #[serde(default = "default_statement_format")]
+    pub statement: String,
+    /// A transaction delivered more than this many seconds after it occurred is a timing
+    /// break (late delivery). Set it above the provider's normal delivery cadence: a few
+    /// minutes for webhooks, more than the batch interval for batch files.
+    #[serde(default = "default_late_after_seconds")]
+    pub late_after_seconds: u64,
+    /// How close to a period boundary (seconds) a transaction must be to count as a
+    /// cut-off difference rather than a missing one.
+    #[serde(default = "default_cutoff_window_seconds")]
+    pub cutoff_window_seconds: u64,
+    /// For statement lines without the provider's id: days between booking date and
+    /// occurred date that still allow a match by reference and amount.
+    #[serde(default = "default_date_window_days")]
+    pub date_window_days: u32,
+    /// camt.053 only: the kind a credit entry (`CRDT`) stands for.
+    #[serde(default = "default_credit_kind")]
+    pub credit_kind: String,
+    /// camt.053 only: the kind a debit entry (`DBIT`) stands for.
+    #[serde(default = "default_debit_kind")]
+    pub debit_kind: String,
+}
+
+/// Upper limit for every reconciliation window setting: 31 days.
+pub const RECONCILIATION_WINDOW_SECONDS_MAX: u64 = 31 * 24 * 3600;
+
+fn default_statement_format() -> String {
+    "totals".to_string()
+}
+fn default_late_after_seconds() -> u64 {
+    900
+}
+fn default_cutoff_window_seconds() -> u64 {
+    1800
+}
+fn default_date_window_days() -> u32 {
+    2
+}
+fn default_credit_kind() -> String {
+    "deposit".to_string()
+}
+fn default_debit_kind() -> String {
+    "withdrawal".to_string()
+}
+
+impl Default for ReconciliationConfig {
+    fn default() -> ReconciliationConfig {
+        ReconciliationConfig {
+            statement: default_statement_format(),
+            late_after_seconds: default_late_after_seconds(),
+            cutoff_window_seconds: default_cutoff_window_seconds(),
+            date_window_days: default_date_window_days(),
+            credit_kind: default_credit_kind(),
+            debit_kind: default_debit_kind(),
+        }
+    }
+}
+
+impl ReconciliationConfig {
+    /// Checks the settings and gives the statement format and the matching rules.
+    pub fn resolve(
+        &self,
+        provider: &str,
+    ) -> Result<(crate::reconcile::StatementFormat, crate::reconcile::ReconRules), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid(format!("provider {provider}: reconciliation: {message}"));
+        let format = self.statement.parse().map_err(|()| {
+            invalid(format!("statement {:?}: expected \"totals\", \"listing\" or \"camt053\"", self.statement))
+        })?;
+        for (name, seconds) in
+            [("late_after_seconds", self.late_after_seconds), ("cutoff_window_seconds", self.cutoff_window_seconds)]
+        {
+            if seconds == 0 || seconds > RECONCILIATION_WINDOW_SECONDS_MAX {
+                return Err(invalid(format!("{name} {seconds}: expected 1 to {RECONCILIATION_WINDOW_SECONDS_MAX}")));
+            }
+        }
+        if self.date_window_days > 31 {
+            return Err(invalid(format!("date_window_days {}: expected 0 to 31", self.date_window_days)));
+        }
+        for (name, kind) in [("credit_kind", &self.credit_kind), ("debit_kind", &self.debit_kind)] {
+            if kind.parse::<crate::model::Kind>().is_err() {
+                return Err(invalid(format!("{name} {kind:?} is not a transaction kind")));
+            }
+        }
+        let rules = crate::reconcile::ReconRules {
+            late_after: chrono::Duration::seconds(self.late_after_seconds as i64),
+            cutoff_window: chrono::Duration::seconds(self.cutoff_window_seconds as i64),
+            date_window_days: self.date_window_days,
+        };
+        Ok((format, rules))
+    }
 }
 
 impl ProviderConfig {
@@ -151,6 +251,7 @@ impl Config {
             if !names.insert(provider.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("provider {} is configured twice", provider.name)));
             }
+            provider.reconciliation.resolve(&provider.name)?;
             if let Some(share) = provider.revenue_share {
                 if share < Decimal::ZERO || share > Decimal::ONE {
                     return Err(ConfigError::Invalid(format!(

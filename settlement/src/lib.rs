@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod model;
 pub mod money;
+pub mod reconcile;
 pub mod rejection;
 pub mod simulate;
 pub mod statement;

@@ -1,0 +1,12 @@
+//! Reconciliation: the provider's statement against our ledger, per provider and business
+//! day. Real-time validation catches bad records; this catches what only the provider's
+//! own account of the day can show: transactions one side lacks, amounts that differ,
+//! deliveries that came late, totals that do not add up. Every difference becomes a break
+//! with a class and a reason; written rules close timing breaks, the rest wait for a person
+//! (maker-checker adjustments in the store).
+//!
+//! `model` holds the values; intake, matching and the store build on them.
+
+pub mod model;
+
+pub use model::*;

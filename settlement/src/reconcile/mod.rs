@@ -5,8 +5,11 @@
 //! with a class and a reason; written rules close timing breaks, the rest wait for a person
 //! (maker-checker adjustments in the store).
 //!
-//! `model` holds the values; intake, matching and the store build on them.
+//! `model` holds the values; intake, matching and the store build on them. `intake` turns a
+//! provider's statement bytes (totals CSV, transaction listing CSV, camt.053 XML) into a
+//! checked `ProviderStatement`.
 
+pub mod intake;
 pub mod model;
 
 pub use model::*;

@@ -572,11 +572,12 @@ impl<'a> Parser<'a> {
                     }
                 }
                 "RvslInd" if value == "true" || value == "1" => {
+                    let number = self.entry.as_ref().map_or(0, |entry| entry.number);
                     return Err(self.invalid(
                         line,
                         Some(field),
-                        "a reversal entry cannot be reconciled without its original; ask for a statement without reversals or book the reversal as its own entry",
-                    ))
+                        format!("entry {number} is a reversal, which cannot be reconciled without its original; ask for a statement without reversals or book the reversal as its own entry"),
+                    ));
                 }
                 "AcctSvcrRef" | "NtryRef" | "NtryDtls/Btch/PmtInfId" => {
                     let identifier = self.identifier(field, value, line)?;
@@ -723,7 +724,7 @@ impl<'a> Parser<'a> {
     fn finish_entry(&mut self, entry: Entry) -> Result<(), StatementError> {
         let line = entry.line;
         let number = entry.number;
-        let what = |message: &str| format!("entry {number}: {message}");
+        let what = |message: &str| format!("entry {number} {message}");
         let money = entry.amount.ok_or_else(|| self.invalid(line, Some("Ntry/Amt"), what("has no amount")))?;
         let direction =
             entry.direction.ok_or_else(|| self.invalid(line, Some("Ntry/CdtDbtInd"), what("has no CdtDbtInd")))?;
@@ -790,7 +791,9 @@ impl<'a> Parser<'a> {
                             source,
                             detail.line,
                             Some("Ntry/NtryDtls/TxDtls"),
-                            what(&format!("TxDtls {index} of a batch has no amount")),
+                            what(&format!(
+                                "has TxDtls {index} without an amount (a batch gives each detail its amount)"
+                            )),
                         ))
                     }
                 };
@@ -799,7 +802,7 @@ impl<'a> Parser<'a> {
                         source,
                         amount.line,
                         Some("Ntry/NtryDtls/TxDtls/Amt"),
-                        what(&format!("TxDtls {index} is in {}, the entry in {}", amount.currency, money.currency)),
+                        what(&format!("has TxDtls {index} in {}, the entry is in {}", amount.currency, money.currency)),
                     ));
                 }
                 sum += amount.amount;

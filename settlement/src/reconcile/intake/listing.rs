@@ -191,6 +191,9 @@ impl Listing {
 
 /// The cells of one CSV line (quotes allowed, no line breaks inside).
 fn cells(text: &str) -> Result<Vec<String>, String> {
+    if text.bytes().filter(|&byte| byte == b'"').count() % 2 == 1 {
+        return Err("the line has a quote that is never closed".into());
+    }
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut record = csv::StringRecord::new();
     match reader.read_record(&mut record) {
@@ -376,9 +379,10 @@ fn check_trailer(
     Ok(trailer.period)
 }
 
-/// A CSV field, quoted when it must be.
+/// A CSV field, quoted when it must be (a first field starting with `#` would read as a
+/// control line).
 fn field(text: &str) -> String {
-    if text.contains([',', '"']) || text.starts_with(' ') || text.ends_with(' ') {
+    if text.contains([',', '"']) || text.starts_with([' ', '#']) || text.ends_with(' ') {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text.to_string()

@@ -131,7 +131,7 @@ pub enum StatementError {
     #[error("reading {source_name}: {error}")]
     Io { source_name: String, error: io::Error },
     /// A line, field or element is malformed or not allowed.
-    #[error("{source_name} line {line}{}: {message}", field.as_ref().map(|field| format!(" field {field}")).unwrap_or_default())]
+    #[error("{source_name}{}: {message}", location(*line, field.as_deref()))]
     Invalid {
         source_name: String,
         /// 1-based line of the source where the problem is (0: the statement as a whole).
@@ -170,6 +170,18 @@ impl StatementError {
     pub(crate) fn io(source: &str, error: io::Error) -> StatementError {
         StatementError::Io { source_name: source.to_string(), error }
     }
+}
+
+/// ` line N field F` (each part only when known).
+fn location(line: u64, field: Option<&str>) -> String {
+    let mut out = String::new();
+    if line > 0 {
+        out.push_str(&format!(" line {line}"));
+    }
+    if let Some(field) = field {
+        out.push_str(&format!(" field {field}"));
+    }
+    out
 }
 
 /// Why a statement could not be written in a format.

@@ -46,7 +46,7 @@
 //! direction would need the original entry. Balances are given once per `Stmt` and
 //! currency, in document order.
 //!
-//! Limits: [`CAMT053_BYTES_MAX`], [`XML_DEPTH_MAX`], [`ELEMENT_TEXT_BYTES_MAX`],
+//! The document is UTF-8 (a byte-order mark is skipped). Limits: [`CAMT053_BYTES_MAX`], [`XML_DEPTH_MAX`], [`ELEMENT_TEXT_BYTES_MAX`],
 //! [`STMTS_MAX`], and [`STATEMENT_LINES_MAX`] entries or lines. A `DOCTYPE` is refused.
 
 use std::collections::BTreeMap;
@@ -112,6 +112,7 @@ impl StatementAdapter for Camt053 {
             let line = line_of(&bytes, error.valid_up_to());
             StatementError::invalid(name, line, None, format!("the document is not UTF-8: {error}"))
         })?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut parser = Parser::new(&self.context, name, text);
         parser.run()?;
         let Parser { ids, lines, balances, from_date, to_date, .. } = parser;
@@ -211,6 +212,9 @@ struct Flows {
     debits: Decimal,
 }
 
+/// A booking date with the entry (number, line) that has it.
+type Booked = (NaiveDate, u64, u64);
+
 #[derive(Default)]
 struct Stmt {
     line: u64,
@@ -231,7 +235,8 @@ struct Stmt {
     credit_sum: Decimal,
     debit_sum: Decimal,
     flows: BTreeMap<CurrencyCode, Flows>,
-    booking_dates: Option<(NaiveDate, NaiveDate, u64)>,
+    /// The earliest and the latest booking date, each with its entry number and line.
+    booking_dates: Option<(Booked, Booked)>,
 }
 
 struct Parser<'a> {
@@ -240,6 +245,8 @@ struct Parser<'a> {
     text: &'a str,
     reader: NsReader<&'a [u8]>,
     path: Vec<String>,
+    /// The root element has ended: nothing else may start.
+    root_closed: bool,
     value: String,
     /// The `Ccy` attribute of the element being read.
     currency_attribute: Option<String>,
@@ -270,6 +277,7 @@ impl<'a> Parser<'a> {
             text,
             reader,
             path: Vec::new(),
+            root_closed: false,
             value: String::new(),
             currency_attribute: None,
             counted_to: 0,
@@ -376,6 +384,9 @@ impl<'a> Parser<'a> {
                 format!("line {line}: elements nested deeper than {XML_DEPTH_MAX}"),
             ));
         }
+        if self.path.is_empty() && self.root_closed {
+            return Err(self.invalid(line, Some(&name), "a second root element after Document"));
+        }
         match self.path.len() {
             0 if name != "Document" || !namespace_ok => {
                 return Err(self.invalid(
@@ -443,6 +454,7 @@ impl<'a> Parser<'a> {
             self.element(&relative, value, line)?;
         }
         self.path.pop();
+        self.root_closed |= self.path.is_empty();
         Ok(())
     }
 
@@ -841,18 +853,11 @@ impl<'a> Parser<'a> {
                 flows.debits += money.amount;
             }
         }
+        let booked = (business_date, number, line);
         stmt.booking_dates = Some(match stmt.booking_dates {
-            None => (business_date, business_date, number),
-            Some((first, last, at)) => (first.min(business_date), last.max(business_date), at),
+            None => (booked, booked),
+            Some((first, last)) => (first.min(booked), last.max(booked)),
         });
-        if let (Some(from), Some(to)) = (stmt.from, stmt.to) {
-            if business_date < from || business_date > to {
-                return Err(StatementError::integrity(
-                    source,
-                    format!("entry {number} (line {line}) is booked on {business_date}, outside the statement's FrToDt {from} to {to}"),
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -923,7 +928,7 @@ impl<'a> Parser<'a> {
                     format!("{label}: ToDtTm {to} is before FrDtTm {from}"),
                 ))
             }
-            (None, None) => stmt.booking_dates.map(|(first, last, _)| (first, last)),
+            (None, None) => stmt.booking_dates.map(|(first, last)| (first.0, last.0)),
             _ => {
                 return Err(self.invalid(
                     line,
@@ -932,6 +937,15 @@ impl<'a> Parser<'a> {
                 ))
             }
         };
+        if let (Some((from, to)), Some((first, last))) = (period, stmt.booking_dates) {
+            for (date, number, at) in [first, last] {
+                if date < from || date > to {
+                    return Err(integrity(format!(
+                        "entry {number} (line {at}) is booked on {date}, outside the statement's FrToDt {from} to {to}"
+                    )));
+                }
+            }
+        }
         if let Some((from, to)) = period {
             self.from_date = Some(self.from_date.map_or(from, |known| known.min(from)));
             self.to_date = Some(self.to_date.map_or(to, |known| known.max(to)));

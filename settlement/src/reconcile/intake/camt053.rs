@@ -79,6 +79,9 @@ pub const STMTS_MAX: usize = 10_000;
 pub const NAMESPACES: [&str; 2] =
     ["urn:iso:std:iso:20022:tech:xsd:camt.053.001.02", "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"];
 
+/// The path of a statement element.
+const STMT_PATH: &str = "Document/BkToCstmrStmt/Stmt";
+
 /// What stands for "no id" in `EndToEndId`.
 const NOT_PROVIDED: &str = "NOTPROVIDED";
 
@@ -244,7 +247,12 @@ struct Parser<'a> {
     source: &'a str,
     text: &'a str,
     reader: NsReader<&'a [u8]>,
-    path: Vec<String>,
+    /// The open elements' local names joined by `/` (`Document/BkToCstmrStmt/Stmt/Ntry`).
+    path: String,
+    /// The length of `path` before each open element was added.
+    depths: Vec<usize>,
+    /// A buffer for the path below `Stmt`, reused.
+    scratch: String,
     /// The root element has ended: nothing else may start.
     root_closed: bool,
     value: String,
@@ -276,7 +284,9 @@ impl<'a> Parser<'a> {
             source,
             text,
             reader,
-            path: Vec::new(),
+            path: String::new(),
+            depths: Vec::new(),
+            scratch: String::new(),
             root_closed: false,
             value: String::new(),
             currency_attribute: None,
@@ -311,8 +321,19 @@ impl<'a> Parser<'a> {
     }
 
     /// The element path below `Stmt` (`Ntry/Amt`); `None` outside a `Stmt`.
-    fn relative(&self) -> Option<String> {
-        (self.path.len() >= 3 && self.path[2] == "Stmt").then(|| self.path[3..].join("/"))
+    fn relative(&self) -> Option<&str> {
+        let rest = self.path.strip_prefix(STMT_PATH)?;
+        if rest.is_empty() {
+            Some(rest)
+        } else {
+            rest.strip_prefix('/')
+        }
+    }
+
+    /// The innermost open element's name.
+    fn open_element(&self) -> Option<&str> {
+        let start = *self.depths.last()?;
+        self.path.get(start..).map(|name| name.trim_start_matches('/'))
     }
 
     fn run(&mut self) -> Result<(), StatementError> {
@@ -353,7 +374,7 @@ impl<'a> Parser<'a> {
                 Event::Eof => break,
             }
         }
-        if let Some(open) = self.path.last() {
+        if let Some(open) = self.open_element() {
             let line = line_of(self.text.as_bytes(), self.text.len());
             return Err(self.invalid(line, None, format!("the document ends inside <{open}> (truncated?)")));
         }
@@ -377,17 +398,19 @@ impl<'a> Parser<'a> {
 
     fn start(&mut self, start: &BytesStart<'_>, namespace_ok: bool) -> Result<(), StatementError> {
         let line = self.current_line();
-        let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-        if self.path.len() >= XML_DEPTH_MAX {
+        let local_name = start.local_name();
+        let name = String::from_utf8_lossy(local_name.as_ref());
+        let depth = self.depths.len();
+        if depth >= XML_DEPTH_MAX {
             return Err(StatementError::too_large(
                 self.source,
                 format!("line {line}: elements nested deeper than {XML_DEPTH_MAX}"),
             ));
         }
-        if self.path.is_empty() && self.root_closed {
+        if depth == 0 && self.root_closed {
             return Err(self.invalid(line, Some(&name), "a second root element after Document"));
         }
-        match self.path.len() {
+        match depth {
             0 if name != "Document" || !namespace_ok => {
                 return Err(self.invalid(
                     line,
@@ -403,7 +426,11 @@ impl<'a> Parser<'a> {
             }
             _ => {}
         }
-        self.path.push(name);
+        self.depths.push(self.path.len());
+        if depth > 0 {
+            self.path.push('/');
+        }
+        self.path.push_str(&name);
         self.value.clear();
         self.currency_attribute = match start.try_get_attribute("Ccy") {
             Ok(Some(attribute)) => Some(
@@ -416,7 +443,7 @@ impl<'a> Parser<'a> {
             Err(error) => return Err(self.invalid(line, None, format!("bad attributes: {error}"))),
         };
         let Some(relative) = self.relative() else { return Ok(()) };
-        match relative.as_str() {
+        match relative {
             "" => {
                 if self.stmts_seen >= STMTS_MAX {
                     return Err(StatementError::too_large(self.source, format!("more than {STMTS_MAX} Stmt elements")));
@@ -447,14 +474,19 @@ impl<'a> Parser<'a> {
 
     fn end(&mut self) -> Result<(), StatementError> {
         let line = self.current_line();
-        let relative = self.relative();
-        let value = std::mem::take(&mut self.value);
-        let value = value.as_str();
-        if let Some(relative) = relative {
-            self.element(&relative, value, line)?;
+        let mut relative = std::mem::take(&mut self.scratch);
+        relative.clear();
+        let inside = self.relative().inspect(|path| relative.push_str(path)).is_some();
+        let mut value = std::mem::take(&mut self.value);
+        let result = if inside { self.element(&relative, &value, line) } else { Ok(()) };
+        self.scratch = relative;
+        value.clear();
+        self.value = value;
+        result?;
+        if let Some(length) = self.depths.pop() {
+            self.path.truncate(length);
         }
-        self.path.pop();
-        self.root_closed |= self.path.is_empty();
+        self.root_closed |= self.depths.is_empty();
         Ok(())
     }
 

@@ -5,8 +5,12 @@
 //! with a class and a reason; written rules close timing breaks, the rest wait for a person
 //! (maker-checker adjustments in the store).
 //!
-//! `model` holds the values; intake, matching and the store build on them.
+//! `model` holds the values; intake, matching and the store build on them. `matching` is
+//! the engine: a pure function from a period, its rules, the ledger and the statement to an
+//! `Outcome`.
 
+pub mod matching;
 pub mod model;
 
+pub use matching::{reconcile, MatchError, StatementSide};
 pub use model::*;

@@ -58,8 +58,12 @@
 //! counted them in the neighbour), each taken whole; the nine combinations of the two
 //! boundaries (none, outside group, inside group) are tried, and one that accounts for the
 //! count and amount difference exactly makes it `Timing` (`RollToNextPeriod`). A missing row
-//! or a missing aggregate counts as zero transactions for zero. A second row for the same
-//! (currency, kind) is `DuplicateAtProvider`. Late delivery as in 5.
+//! or a missing aggregate counts as zero transactions for zero, so a row the ledger has
+//! nothing for is `MissingInLedger` and an aggregate without a row `MissingAtProvider`
+//! (unless, again, a cut-off group explains it exactly). A second row for the same
+//! (currency, kind) is `DuplicateAtProvider`. Late delivery as in 5. Totals runs never look
+//! at ids, so a provider id twice in the ledger is refused only in line-by-line runs (in a
+//! totals run it shows as a count difference).
 //!
 //! # Keys
 //! Stable within (provider, business date), so a re-run finds the same key:
@@ -1036,23 +1040,21 @@ impl<'a> Run<'a> {
     // ---------------------------------------------------------------- figures
 
     fn finish(mut self) -> Result<Outcome, MatchError> {
-        let mut currencies: BTreeMap<CurrencyCode, CurrencyTotals> = BTreeMap::new();
-        let mut last: Option<(CurrencyCode, CurrencyTotals)> = None;
-        // Entries usually come grouped by currency; keep the current one out of the map.
+        // A provider deals in a handful of currencies: a short list searched linearly beats a
+        // map lookup per entry, and the map is built once at the end.
+        let mut figures: Vec<(CurrencyCode, CurrencyTotals)> = Vec::new();
         for (entry, ledger_entry) in self.ledger.iter().enumerate() {
             if self.position(ledger_entry) != Position::Inside {
                 continue;
             }
-            let totals = match &mut last {
-                Some((currency, totals)) if *currency == ledger_entry.currency => totals,
-                _ => {
-                    if let Some((currency, totals)) = last.take() {
-                        currencies.insert(currency, totals);
-                    }
-                    let totals = currencies.remove(&ledger_entry.currency).unwrap_or_default();
-                    &mut last.insert((ledger_entry.currency, totals)).1
+            let slot = match figures.iter().position(|(currency, _)| *currency == ledger_entry.currency) {
+                Some(slot) => slot,
+                None => {
+                    figures.push((ledger_entry.currency, CurrencyTotals::default()));
+                    figures.len() - 1
                 }
             };
+            let totals = &mut figures[slot].1;
             let what = || format!("the ledger's {} amounts", ledger_entry.currency);
             totals.ledger_count += 1;
             totals.ledger_amount = checked_add(totals.ledger_amount, ledger_entry.amount, what)?;
@@ -1061,9 +1063,7 @@ impl<'a> Run<'a> {
                 totals.matched_amount = checked_add(totals.matched_amount, ledger_entry.amount, what)?;
             }
         }
-        if let Some((currency, totals)) = last {
-            currencies.insert(currency, totals);
-        }
+        let mut currencies: BTreeMap<CurrencyCode, CurrencyTotals> = figures.into_iter().collect();
         for (currency, tally) in &self.statement_figures {
             let totals = currencies.entry(*currency).or_default();
             totals.statement_count = tally.count;
@@ -1441,7 +1441,8 @@ mod tests {
         ];
         let mut by_reference = line(1, None, Some(Kind::Deposit), usd(), "20.00");
         by_reference.reference = Some("ref-1".into());
-        let lines = [by_reference, line(2, None, None, usd(), "15.00")];
+        // Exact means equal in value: 15.0 and 15.00 are the same amount.
+        let lines = [by_reference, line(2, None, None, usd(), "15.0")];
         let outcome = run_lines(&ledger, &lines);
         assert_eq!(outcome.matches.by_reference, 2);
         // "earlier" matched; "later" is the period's unmatched one, "yesterday" is ignored.

@@ -7,9 +7,12 @@
 //!
 //! `model` holds the values; intake, matching and the store build on them. `intake` turns a
 //! provider's statement bytes (totals CSV, transaction listing CSV, camt.053 XML) into a
-//! checked `ProviderStatement`.
+//! checked `ProviderStatement`. `matching` is the engine: a pure function from a period, its
+//! rules, the ledger and the statement to an `Outcome`.
 
 pub mod intake;
+pub mod matching;
 pub mod model;
 
+pub use matching::{reconcile, MatchError, StatementSide};
 pub use model::*;

@@ -444,6 +444,31 @@ impl Store {
     }
 }
 
+/// Begins a transaction that holds the write locks it names: on SQLite `BEGIN IMMEDIATE`
+/// (the database's single write lock, taken up front so a read-then-write cannot fail to
+/// upgrade); on PostgreSQL the advisory locks, in the order given (callers name them in one
+/// fixed order: reconciliation before ledger).
+pub(crate) async fn begin_locked<'c>(
+    connection: &'c mut sqlx::AnyConnection,
+    dialect: Dialect,
+    locks: &[i64],
+) -> Result<sqlx::Transaction<'c, sqlx::Any>> {
+    use sqlx::Connection;
+    match dialect {
+        Dialect::Sqlite => Ok(connection.begin_with("BEGIN IMMEDIATE").await?),
+        Dialect::Postgres => {
+            let mut tx = connection.begin().await?;
+            for &lock in locks {
+                sqlx::query("SELECT CAST(1 AS BIGINT) FROM pg_advisory_xact_lock($1)")
+                    .bind(lock)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(tx)
+        }
+    }
+}
+
 /// A transaction as stored, with its place in the ledger's order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredTransaction {

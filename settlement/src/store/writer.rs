@@ -775,7 +775,7 @@ fn conflict_detail(valid: &ValidTransaction) -> String {
 /// `count` bound parameters. PostgreSQL numbers them (`$start, $start+1, ...`); SQLite gets
 /// anonymous `?`, because it resolves every named parameter by a linear scan, which makes a
 /// multi-row statement with thousands of `$N` quadratic.
-fn placeholders(dialect: Dialect, start: usize, count: usize) -> String {
+pub(super) fn placeholders(dialect: Dialect, start: usize, count: usize) -> String {
     let mut sql = String::with_capacity(count * 7);
     for i in 0..count {
         if i > 0 {

@@ -718,10 +718,51 @@ store_test!(a_rejected_adjustment_reopens_the_break, |store: Store| async move {
         store.reject_adjustment(id, "carol", "again", t).await,
         Err(StoreError::AdjustmentNotPending { .. })
     ));
-    // Nothing was posted; a new proposal may follow.
+    // Nothing was posted; a new proposal may follow, and a negative one posts balanced too.
     assert_eq!(store.counts().await.unwrap().transactions, 1);
-    let next = store.propose_adjustment(open.id, &proposal("25.00"), "alice", t).await.unwrap();
+    let next = store.propose_adjustment(open.id, &proposal("-7.25"), "alice", t).await.unwrap();
     assert!(next > id);
+    store.approve_adjustment(next, "carol", t + Duration::hours(1)).await.unwrap();
+    assert_eq!(store.balances("adjustments:evo").await.unwrap()[0].balance_minor, -725);
+    assert_eq!(store.balances("player:p1").await.unwrap()[0].balance_minor, 500 + 725);
+    let report = store.verify().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+});
+
+store_test!(many_breaks_in_one_run, |store: Store| async move {
+    // More breaks than one id list holds, so the chunked updates are exercised.
+    const BREAKS: usize = 2_000;
+    let all: Vec<Break> =
+        (0..BREAKS).map(|index| found(BreakClass::MissingInLedger, &format!("K{index:05}"), "1.25")).collect();
+    let started = std::time::Instant::now();
+    let first = store.record_run("evo", &period(), &outcome(all.clone()), at("2026-11-25T06:00:00Z")).await.unwrap();
+    let first_took = started.elapsed();
+    assert_eq!(first.breaks_opened, BREAKS as u64);
+    let started = std::time::Instant::now();
+    let again_at = at("2026-11-25T07:00:00Z");
+    let second = store.record_run("evo", &period(), &outcome(all.clone()), again_at).await.unwrap();
+    let second_took = started.elapsed();
+    eprintln!("{BREAKS} breaks: first run {first_took:?}, re-run {second_took:?}");
+    assert_eq!((second.breaks_opened, second.breaks_closed, second.breaks_updated), (0, 0, 0));
+    let mut seen = 0;
+    let mut after_id = 0;
+    loop {
+        let page = store.breaks(&BreakFilter { after_id, ..BreakFilter::default() }).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after_id = last.id;
+        assert!(page.iter().all(|stored| stored.last_run == second.id && stored.last_seen_at == again_at));
+        seen += page.len();
+    }
+    assert_eq!(seen, BREAKS);
+    // Half of them go away.
+    let third = store
+        .record_run("evo", &period(), &outcome(all[..BREAKS / 2].to_vec()), at("2026-11-25T08:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(third.breaks_closed, (BREAKS / 2) as u64);
+    let stats = store.open_break_stats().await.unwrap();
+    assert_eq!(stats[0].open_count, (BREAKS / 2) as u64);
+    assert_eq!(stats[0].open_difference[&usd()], dec("1.25") * Decimal::from(BREAKS / 2));
 });
 
 store_test!(runs_respect_a_pending_adjustment, |store: Store| async move {

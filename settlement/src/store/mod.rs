@@ -25,7 +25,7 @@ mod writer;
 pub use reconcile::{
     AdjustmentProposal, AdjustmentStatus, AuditEntry, AuditSubject, BreakEvent, BreakFilter, BreakStatus, ClosedKind,
     DuplicateBy, ProviderBreakStats, RunRecord, StatementInfo, StoredAdjustment, StoredBreak, AUDIT_ACTOR_RUN,
-    BREAK_EVENTS_MAX,
+    BREAK_EVENTS_MAX, NOTE_LENGTH_MAX, STATEMENTS_PER_DAY_MAX, STORED_BREAKS_PER_DAY_MAX,
 };
 pub use verify::{Finding, VerifyReport, FINDINGS_MAX};
 pub use writer::{Item, LedgerWriter, Origin, Outcome, Unit};

@@ -51,6 +51,11 @@ const RECONCILE_WRITE_LOCK: i64 = 0x5e77_1e01;
 const INSERT_ROWS_MAX: usize = 1000;
 /// Ids per `IN (...)` list.
 const IDS_PER_STATEMENT_MAX: usize = 500;
+/// The most breaks stored for one provider and business day (all runs together); past it
+/// a run is refused: the matching engine's keys are not stable between runs.
+pub const STORED_BREAKS_PER_DAY_MAX: usize = 10 * BREAKS_MAX;
+/// The most statements that may cover one provider's business day.
+pub const STATEMENTS_PER_DAY_MAX: usize = 1000;
 /// The most break events `break_events` returns; beyond it the call is refused.
 pub const BREAK_EVENTS_MAX: usize = 5_000_000;
 /// The most bytes of an adjustment's reason or a rejection note.
@@ -933,12 +938,19 @@ impl Store {
         ))
         .bind(provider)
         .bind(day.as_str())
-        .bind(LIST_ROWS_MAX)
+        .bind(STATEMENTS_PER_DAY_MAX as i64 + 1)
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(statement_info)
         .collect::<Result<Vec<_>>>()?;
+        if infos.len() > STATEMENTS_PER_DAY_MAX {
+            return Err(StoreError::TooLarge {
+                what: format!("statements of {provider} covering {business_date}"),
+                limit: STATEMENTS_PER_DAY_MAX,
+                hint: "statements of the same day are loaded over and over under new names",
+            });
+        }
         Ok((lines, totals, infos))
     }
 
@@ -1090,10 +1102,10 @@ impl Store {
             );
             let mut rows = sqlx::query(&sql).bind(pid).bind(day.as_str()).fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
-                if existing.len() == BREAKS_MAX * 10 {
+                if existing.len() == STORED_BREAKS_PER_DAY_MAX {
                     return Err(StoreError::TooLarge {
                         what: format!("stored breaks of {provider} on {}", period.business_date),
-                        limit: BREAKS_MAX * 10,
+                        limit: STORED_BREAKS_PER_DAY_MAX,
                         hint: "the day's break keys are not stable between runs",
                     });
                 }

@@ -18,9 +18,15 @@ use crate::money::CurrencyCode;
 use crate::rejection::ErrorCode;
 use crate::statement::KindTotal;
 
+mod reconcile;
 mod verify;
 mod writer;
 
+pub use reconcile::{
+    AdjustmentProposal, AdjustmentStatus, AuditEntry, AuditSubject, BreakEvent, BreakFilter, BreakStatus, ClosedKind,
+    DuplicateBy, ProviderBreakStats, RunRecord, StatementInfo, StoredAdjustment, StoredBreak, AUDIT_ACTOR_RUN,
+    BREAK_EVENTS_MAX, NOTE_LENGTH_MAX, STATEMENTS_PER_DAY_MAX, STORED_BREAKS_PER_DAY_MAX,
+};
 pub use verify::{Finding, VerifyReport, FINDINGS_MAX};
 pub use writer::{Item, LedgerWriter, Origin, Outcome, Unit};
 
@@ -50,6 +56,40 @@ pub enum StoreError {
     /// Stored data that cannot be read back (a code or currency this build does not know).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A provider statement loaded before: the same bytes, or the same provider statement id.
+    #[error(
+        "statement {source_name:?} of {provider} was loaded before as statement #{earlier_id} \
+         ({earlier_source:?}, loaded {earlier_loaded_at}): same {by}"
+    )]
+    DuplicateStatement {
+        provider: String,
+        source_name: String,
+        by: DuplicateBy,
+        earlier_id: i64,
+        earlier_source: String,
+        earlier_loaded_at: DateTime<Utc>,
+    },
+    /// A read or write beyond one of the store's named limits.
+    #[error("{what}: more than {limit} (the limit); {hint}")]
+    TooLarge { what: String, limit: usize, hint: &'static str },
+    /// A value handed to the store that it cannot take (which, and why).
+    #[error("{what}: {reason}")]
+    InvalidInput { what: String, reason: String },
+    #[error("{what} #{id} does not exist")]
+    NotFound { what: &'static str, id: i64 },
+    /// Maker-checker: the proposer of an adjustment cannot approve it.
+    #[error(
+        "adjustment #{adjustment_id} was proposed by {person}, who therefore cannot approve it: another person must"
+    )]
+    SelfApproval { adjustment_id: i64, person: String },
+    #[error(
+        "adjustment #{adjustment_id} is {status}, not pending: only a pending adjustment can be approved or rejected"
+    )]
+    AdjustmentNotPending { adjustment_id: i64, status: AdjustmentStatus },
+    #[error("break #{break_id} is {status}: an adjustment can only be proposed for an open break")]
+    BreakNotOpen { break_id: i64, status: BreakStatus },
+    #[error("break #{break_id} already has pending adjustment #{adjustment_id}: approve or reject it first")]
+    AdjustmentAlreadyPending { break_id: i64, adjustment_id: i64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -73,10 +113,12 @@ struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
 const SQLITE_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
     (1, "ledger", include_str!("../../migrations/sqlite/0001_ledger.sql")),
     (2, "currency units", include_str!("../../migrations/sqlite/0002_currency_units.sql")),
+    (3, "reconciliation", include_str!("../../migrations/sqlite/0003_reconciliation.sql")),
 ]);
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations(&[
     (1, "ledger", include_str!("../../migrations/postgres/0001_ledger.sql")),
     (2, "currency units", include_str!("../../migrations/postgres/0002_currency_units.sql")),
+    (3, "reconciliation", include_str!("../../migrations/postgres/0003_reconciliation.sql")),
 ]);
 
 impl MigrationSource<'static> for EmbeddedMigrations {
@@ -441,6 +483,31 @@ impl Store {
 
     pub async fn verify(&self) -> Result<VerifyReport> {
         verify::verify(&self.pool).await
+    }
+}
+
+/// Begins a transaction that holds the write locks it names: on SQLite `BEGIN IMMEDIATE`
+/// (the database's single write lock, taken up front so a read-then-write cannot fail to
+/// upgrade); on PostgreSQL the advisory locks, in the order given (callers name them in one
+/// fixed order: reconciliation before ledger).
+pub(crate) async fn begin_locked<'c>(
+    connection: &'c mut sqlx::AnyConnection,
+    dialect: Dialect,
+    locks: &[i64],
+) -> Result<sqlx::Transaction<'c, sqlx::Any>> {
+    use sqlx::Connection;
+    match dialect {
+        Dialect::Sqlite => Ok(connection.begin_with("BEGIN IMMEDIATE").await?),
+        Dialect::Postgres => {
+            let mut tx = connection.begin().await?;
+            for &lock in locks {
+                sqlx::query("SELECT CAST(1 AS BIGINT) FROM pg_advisory_xact_lock($1)")
+                    .bind(lock)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(tx)
+        }
     }
 }
 

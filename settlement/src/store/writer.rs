@@ -9,9 +9,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, Connection, Row};
+use sqlx::{Any, Row};
 
-use super::{hash32, kind, nanos, printable, Dialect, Result, StoreError};
+use super::{begin_locked, hash32, kind, nanos, printable, Dialect, Result, StoreError};
 use crate::ledger::{check_balanced, postings, Posting, PostingInput};
 use crate::model::{Kind, Transaction};
 use crate::money::{format_minor, CurrencyCode};
@@ -121,7 +121,7 @@ enum Decision {
 }
 
 /// The PostgreSQL advisory lock that serialises ledger writers across processes.
-const LEDGER_WRITE_LOCK: i64 = 0x5e77_1e00;
+pub(super) const LEDGER_WRITE_LOCK: i64 = 0x5e77_1e00;
 
 impl LedgerWriter {
     pub(super) fn new(connection: PoolConnection<Any>, dialect: Dialect) -> LedgerWriter {
@@ -154,293 +154,296 @@ impl LedgerWriter {
     }
 
     async fn write_group(&mut self, items: &[Item], now: DateTime<Utc>) -> Result<Vec<Outcome>> {
-        let now_ns = nanos(now)?;
-        let LedgerWriter {
-            connection,
-            provider_ids: provider_cache,
-            account_ids,
-            exponents,
-            dialect,
-            account_cache_max,
-        } = self;
-        let dialect = *dialect;
-        // Take the ledger's write lock first: the seq and account ids handed out below are
-        // then ours, and nothing can change between the checks and the inserts.
-        let mut tx = match dialect {
-            Dialect::Sqlite => connection.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => {
-                let mut tx = connection.begin().await?;
-                sqlx::query("SELECT CAST(1 AS BIGINT) FROM pg_advisory_xact_lock($1)")
-                    .bind(LEDGER_WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                tx
-            }
-        };
-
-        for item in items {
-            if let Item::Transaction { valid, .. } = item {
-                if !provider_cache.contains_key(&valid.tx.provider) {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO providers (name) VALUES ($1)
-                         ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
-                    )
-                    .bind(&valid.tx.provider)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    provider_cache.insert(valid.tx.provider.clone(), id);
-                }
-            }
-        }
-        let provider_ids = provider_cache.clone();
-        let provider_id = |tx: &Transaction| provider_ids[&tx.provider];
-
-        // Each currency keeps the exponent it was first stored with.
-        for item in items {
-            if let Item::Transaction { valid, .. } = item {
-                if let std::collections::hash_map::Entry::Vacant(entry) = exponents.entry(valid.tx.currency) {
-                    entry.insert(stored_exponent(&mut tx, valid.tx.currency, valid.exponent).await?);
-                }
-            }
-        }
-
-        // Decide each item in order. Reversals (rare) are checked one by one against the
-        // ledger; everything else is inserted optimistically and sorted out afterwards.
-        let mut decisions: Vec<Decision> = Vec::with_capacity(items.len());
-        let mut reverses_of: Vec<Option<Kind>> = vec![None; items.len()];
-        let mut first_of: HashMap<(i64, &str), usize> = HashMap::with_capacity(items.len());
-        // What reversals need from the ledger, read up front in a few queries: whether the
-        // reversal itself is stored already, and the originals it names.
-        let reversals: Vec<&ValidTransaction> = items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Transaction { valid, .. } if is_reversal(valid) => Some(valid),
-                _ => None,
-            })
-            .collect();
-        let stored_reversals = lookup_keys(
-            &mut tx,
-            dialect,
-            reversals.iter().map(|valid| (provider_id(&valid.tx), valid.tx.provider_tx_id.as_str())),
-        )
-        .await?;
-        let mut originals = load_originals(
-            &mut tx,
-            dialect,
-            reversals.iter().filter_map(|valid| Some((provider_id(&valid.tx), valid.tx.original_tx_id.as_deref()?))),
-        )
-        .await?;
-        for (index, item) in items.iter().enumerate() {
-            let Item::Transaction { valid, .. } = item else {
-                decisions.push(Decision::DeadLetter);
-                continue;
-            };
-            let pid = provider_id(&valid.tx);
-            let key = (pid, valid.tx.provider_tx_id.as_str());
-            let stored_exponent = exponents[&valid.tx.currency];
-            if stored_exponent != valid.exponent {
-                decisions.push(Decision::Reject(Rejection::field(
-                    ErrorCode::InvalidAmount,
-                    "currency",
-                    format!(
-                        "{} is configured with exponent {} but the ledger stores it with {stored_exponent}: \
-                         fix the currency configuration, then replay",
-                        valid.tx.currency, valid.exponent
-                    ),
-                )));
-                continue;
-            }
-            if let Some(&first) = first_of.get(&key) {
-                decisions.push(Decision::SameKeyAs(first));
-                continue;
-            }
-            if is_reversal(valid) {
-                // A redelivered reversal is a duplicate, not a second reversal.
-                if let Some(&(seq, hash)) = stored_reversals.get(&(pid, valid.tx.provider_tx_id.clone())) {
-                    first_of.insert(key, index);
-                    decisions.push(Decision::Existing { seq, hash });
-                    continue;
-                }
-                match check_reversal(pid, index, items, &first_of, &mut originals) {
-                    Ok(original_kind) => reverses_of[index] = Some(original_kind),
-                    Err(rejection) => {
-                        decisions.push(Decision::Reject(rejection));
-                        continue;
-                    }
-                }
-            }
-            first_of.insert(key, index);
-            decisions.push(Decision::Insert);
-        }
-
-        // Transactions, with seqs handed out here.
-        let mut next_seq: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM transactions")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut seqs: HashMap<usize, i64> = HashMap::with_capacity(items.len());
-        let candidates: Vec<usize> =
-            (0..items.len()).filter(|&index| matches!(decisions[index], Decision::Insert)).collect();
-        for chunk in candidates.chunks(INSERT_ROWS_MAX) {
-            let sql = format!(
-                "INSERT INTO transactions (seq, provider_id, provider_tx_id, kind, reverses_kind, account, game_id,
-                   round_id, session_id, currency, exponent, amount_minor, occurred_at_ns, received_at_ns,
-                   original_tx_id, raw_sha256, content_sha256) VALUES {}
-                 ON CONFLICT (provider_id, provider_tx_id) DO NOTHING",
-                value_rows(dialect, 17, chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for &index in chunk {
-                let valid = transaction(items, index);
-                let tx_ = &valid.tx;
-                next_seq += 1;
-                seqs.insert(index, next_seq);
-                query = query
-                    .bind(next_seq)
-                    .bind(provider_id(tx_))
-                    .bind(tx_.provider_tx_id.as_str())
-                    .bind(tx_.kind.as_str())
-                    .bind(reverses_of[index].map(Kind::as_str))
-                    .bind(tx_.account.as_str())
-                    .bind(tx_.game_id.as_deref())
-                    .bind(tx_.round_id.as_deref())
-                    .bind(tx_.session_id.as_deref())
-                    .bind(tx_.currency.as_str())
-                    .bind(valid.exponent as i64)
-                    .bind(valid.amount_minor)
-                    .bind(nanos(tx_.occurred_at)?)
-                    .bind(nanos(tx_.received_at)?)
-                    .bind(tx_.original_tx_id.as_deref())
-                    .bind(&tx_.raw_sha256[..])
-                    .bind(&valid.content_hash[..]);
-            }
-            let inserted = query.execute(&mut *tx).await?.rows_affected();
-            if inserted < chunk.len() as u64 {
-                // Some keys were stored already: a replay or a conflicting redelivery.
-                let stored = lookup_keys(
-                    &mut tx,
-                    dialect,
-                    chunk.iter().map(|&index| {
-                        let valid = transaction(items, index);
-                        (provider_id(&valid.tx), valid.tx.provider_tx_id.as_str())
-                    }),
-                )
-                .await?;
-                for &index in chunk {
-                    let valid = transaction(items, index);
-                    let key = (provider_id(&valid.tx), valid.tx.provider_tx_id.clone());
-                    let &(seq, hash) = stored
-                        .get(&key)
-                        .ok_or_else(|| StoreError::Invariant(format!("{} is neither inserted nor stored", key.1)))?;
-                    if seq != seqs[&index] {
-                        seqs.remove(&index);
-                        decisions[index] = Decision::Existing { seq, hash };
-                    }
-                }
-            }
-        }
-
-        // Postings of what was inserted, each pair checked before anything is written.
-        let mut legs: Vec<(usize, [Posting; 2])> = Vec::with_capacity(seqs.len());
-        for index in (0..items.len()).filter(|index| seqs.contains_key(index)) {
-            let valid = transaction(items, index);
-            let input = PostingInput {
-                provider: &valid.tx.provider,
-                account: &valid.tx.account,
-                kind: valid.tx.kind,
-                reverses: reverses_of[index],
-                amount_minor: valid.amount_minor,
-            };
-            let invariant = |error: String| {
-                StoreError::Invariant(format!("{}/{}: {error}", valid.tx.provider, valid.tx.provider_tx_id))
-            };
-            let pair = postings(&input).map_err(|error| invariant(error.to_string()))?;
-            check_balanced(&pair).map_err(|error| invariant(error.to_string()))?;
-            legs.push((index, pair));
-        }
-        intern_accounts(&mut tx, dialect, account_ids, *account_cache_max, items, &legs).await?;
-        let mut deltas: HashMap<i64, i64> = HashMap::new();
-        let mut rows: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(legs.len() * 2);
-        for (index, pair) in &legs {
-            let currency = transaction(items, *index).tx.currency;
-            for (leg, posting) in pair.iter().enumerate() {
-                let name = posting.account.name();
-                let account_id = *account_ids.get(&(name, currency)).ok_or_else(|| {
-                    StoreError::Invariant(format!(
-                        "ledger account {} {currency} was not interned",
-                        posting.account.name()
-                    ))
-                })?;
-                rows.push((seqs[index], leg as i64, account_id, posting.amount_minor));
-                let delta = deltas.entry(account_id).or_default();
-                *delta = delta
-                    .checked_add(posting.amount_minor)
-                    .ok_or_else(|| StoreError::Invariant(format!("balance of account {account_id} overflows")))?;
-            }
-        }
-        for chunk in rows.chunks(INSERT_ROWS_MAX * 4) {
-            let sql = format!(
-                "INSERT INTO postings (tx_seq, leg, ledger_account_id, amount_minor) VALUES {}",
-                value_rows(dialect, 4, chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for &(seq, leg, account, amount) in chunk {
-                query = query.bind(seq).bind(leg).bind(account).bind(amount);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        let mut deltas: Vec<(i64, i64)> = deltas.into_iter().collect();
-        deltas.sort_unstable();
-        for chunk in deltas.chunks(INSERT_ROWS_MAX * 4) {
-            let sql = format!(
-                "INSERT INTO balances (ledger_account_id, balance_minor) VALUES {}
-                 ON CONFLICT (ledger_account_id) DO UPDATE SET balance_minor = balances.balance_minor + excluded.balance_minor",
-                value_rows(dialect, 2, chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for &(account, delta) in chunk {
-                query = query.bind(account).bind(delta);
-            }
-            query.execute(&mut *tx).await?;
-        }
-
-        // Outcomes; conflicts and dead letters are written with them.
-        let mut outcomes = Vec::with_capacity(items.len());
-        for index in 0..items.len() {
-            let stored_version = |first: usize| match (&decisions[first], seqs.get(&first)) {
-                (_, Some(&seq)) => (seq, transaction(items, first).content_hash),
-                (Decision::Existing { seq, hash }, None) => (*seq, *hash),
-                _ => unreachable!("a first occurrence is inserted or stored"),
-            };
-            let outcome = match (&decisions[index], &items[index]) {
-                (Decision::Insert, _) => Outcome::Accepted { seq: seqs[&index] },
-                (Decision::Existing { .. } | Decision::SameKeyAs(_), Item::Transaction { valid, origin }) => {
-                    let first = match decisions[index] {
-                        Decision::SameKeyAs(first) => first,
-                        _ => index,
-                    };
-                    let (seq, hash) = stored_version(first);
-                    if hash == valid.content_hash {
-                        Outcome::Duplicate { seq }
-                    } else {
-                        insert_conflict(&mut tx, provider_id(&valid.tx), seq, valid, origin).await?;
-                        Outcome::Conflict { original_seq: seq }
-                    }
-                }
-                (Decision::Reject(rejection), Item::Transaction { valid, origin }) => {
-                    insert_dead_letter(&mut tx, &valid.tx.provider, Unit::Record, origin, rejection, now_ns).await?;
-                    Outcome::Rejected { code: rejection.code }
-                }
-                (Decision::DeadLetter, Item::Rejected { provider, unit, origin, rejection }) => {
-                    insert_dead_letter(&mut tx, provider, *unit, origin, rejection, now_ns).await?;
-                    Outcome::Rejected { code: rejection.code }
-                }
-                _ => unreachable!("decisions follow the item kinds"),
-            };
-            outcomes.push(outcome);
-        }
+        let LedgerWriter { connection, provider_ids, account_ids, exponents, dialect, account_cache_max } = self;
+        let mut tx = begin_locked(connection, *dialect, &[LEDGER_WRITE_LOCK]).await?;
+        let caches = WriteCaches { provider_ids, account_ids, exponents, account_cache_max: *account_cache_max };
+        let outcomes = write_items(&mut tx, *dialect, caches, items, now).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
+}
+
+/// The id caches a write may use and fill: the ledger writer's own, or fresh ones for a
+/// one-off posting (an approved adjustment).
+pub(super) struct WriteCaches<'c> {
+    pub provider_ids: &'c mut HashMap<String, i64>,
+    pub account_ids: &'c mut HashMap<(String, CurrencyCode), i64>,
+    pub exponents: &'c mut HashMap<CurrencyCode, u32>,
+    pub account_cache_max: usize,
+}
+
+/// Writes a group inside `tx`, which must hold the ledger's write lock (`begin_locked` with
+/// `LEDGER_WRITE_LOCK`): idempotency, reversal checks, transactions, postings (each pair
+/// checked to balance), balances, conflicts and dead letters. The caller commits. This is
+/// the one posting path: the ledger writer and approved adjustments both go through it.
+pub(super) async fn write_items(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    caches: WriteCaches<'_>,
+    items: &[Item],
+    now: DateTime<Utc>,
+) -> Result<Vec<Outcome>> {
+    let now_ns = nanos(now)?;
+    let WriteCaches { provider_ids: provider_cache, account_ids, exponents, account_cache_max } = caches;
+    let account_cache_max = &account_cache_max;
+    for item in items {
+        if let Item::Transaction { valid, .. } = item {
+            if !provider_cache.contains_key(&valid.tx.provider) {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO providers (name) VALUES ($1)
+                     ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
+                )
+                .bind(&valid.tx.provider)
+                .fetch_one(&mut *tx)
+                .await?;
+                provider_cache.insert(valid.tx.provider.clone(), id);
+            }
+        }
+    }
+    let provider_ids = provider_cache.clone();
+    let provider_id = |tx: &Transaction| provider_ids[&tx.provider];
+
+    // Each currency keeps the exponent it was first stored with.
+    for item in items {
+        if let Item::Transaction { valid, .. } = item {
+            if let std::collections::hash_map::Entry::Vacant(entry) = exponents.entry(valid.tx.currency) {
+                entry.insert(stored_exponent(tx, valid.tx.currency, valid.exponent).await?);
+            }
+        }
+    }
+
+    // Decide each item in order. Reversals (rare) are checked one by one against the
+    // ledger; everything else is inserted optimistically and sorted out afterwards.
+    let mut decisions: Vec<Decision> = Vec::with_capacity(items.len());
+    let mut reverses_of: Vec<Option<Kind>> = vec![None; items.len()];
+    let mut first_of: HashMap<(i64, &str), usize> = HashMap::with_capacity(items.len());
+    // What reversals need from the ledger, read up front in a few queries: whether the
+    // reversal itself is stored already, and the originals it names.
+    let reversals: Vec<&ValidTransaction> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Transaction { valid, .. } if is_reversal(valid) => Some(valid),
+            _ => None,
+        })
+        .collect();
+    let stored_reversals = lookup_keys(
+        tx,
+        dialect,
+        reversals.iter().map(|valid| (provider_id(&valid.tx), valid.tx.provider_tx_id.as_str())),
+    )
+    .await?;
+    let mut originals = load_originals(
+        tx,
+        dialect,
+        reversals.iter().filter_map(|valid| Some((provider_id(&valid.tx), valid.tx.original_tx_id.as_deref()?))),
+    )
+    .await?;
+    for (index, item) in items.iter().enumerate() {
+        let Item::Transaction { valid, .. } = item else {
+            decisions.push(Decision::DeadLetter);
+            continue;
+        };
+        let pid = provider_id(&valid.tx);
+        let key = (pid, valid.tx.provider_tx_id.as_str());
+        let stored_exponent = exponents[&valid.tx.currency];
+        if stored_exponent != valid.exponent {
+            decisions.push(Decision::Reject(Rejection::field(
+                ErrorCode::InvalidAmount,
+                "currency",
+                format!(
+                    "{} is configured with exponent {} but the ledger stores it with {stored_exponent}: \
+                     fix the currency configuration, then replay",
+                    valid.tx.currency, valid.exponent
+                ),
+            )));
+            continue;
+        }
+        if let Some(&first) = first_of.get(&key) {
+            decisions.push(Decision::SameKeyAs(first));
+            continue;
+        }
+        if is_reversal(valid) {
+            // A redelivered reversal is a duplicate, not a second reversal.
+            if let Some(&(seq, hash)) = stored_reversals.get(&(pid, valid.tx.provider_tx_id.clone())) {
+                first_of.insert(key, index);
+                decisions.push(Decision::Existing { seq, hash });
+                continue;
+            }
+            match check_reversal(pid, index, items, &first_of, &mut originals) {
+                Ok(original_kind) => reverses_of[index] = Some(original_kind),
+                Err(rejection) => {
+                    decisions.push(Decision::Reject(rejection));
+                    continue;
+                }
+            }
+        }
+        first_of.insert(key, index);
+        decisions.push(Decision::Insert);
+    }
+
+    // Transactions, with seqs handed out here.
+    let mut next_seq: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM transactions")
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut seqs: HashMap<usize, i64> = HashMap::with_capacity(items.len());
+    let candidates: Vec<usize> =
+        (0..items.len()).filter(|&index| matches!(decisions[index], Decision::Insert)).collect();
+    for chunk in candidates.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO transactions (seq, provider_id, provider_tx_id, kind, reverses_kind, account, game_id,
+               round_id, session_id, currency, exponent, amount_minor, occurred_at_ns, received_at_ns,
+               original_tx_id, raw_sha256, content_sha256) VALUES {}
+             ON CONFLICT (provider_id, provider_tx_id) DO NOTHING",
+            value_rows(dialect, 17, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for &index in chunk {
+            let valid = transaction(items, index);
+            let tx_ = &valid.tx;
+            next_seq += 1;
+            seqs.insert(index, next_seq);
+            query = query
+                .bind(next_seq)
+                .bind(provider_id(tx_))
+                .bind(tx_.provider_tx_id.as_str())
+                .bind(tx_.kind.as_str())
+                .bind(reverses_of[index].map(Kind::as_str))
+                .bind(tx_.account.as_str())
+                .bind(tx_.game_id.as_deref())
+                .bind(tx_.round_id.as_deref())
+                .bind(tx_.session_id.as_deref())
+                .bind(tx_.currency.as_str())
+                .bind(valid.exponent as i64)
+                .bind(valid.amount_minor)
+                .bind(nanos(tx_.occurred_at)?)
+                .bind(nanos(tx_.received_at)?)
+                .bind(tx_.original_tx_id.as_deref())
+                .bind(&tx_.raw_sha256[..])
+                .bind(&valid.content_hash[..]);
+        }
+        let inserted = query.execute(&mut *tx).await?.rows_affected();
+        if inserted < chunk.len() as u64 {
+            // Some keys were stored already: a replay or a conflicting redelivery.
+            let stored = lookup_keys(
+                tx,
+                dialect,
+                chunk.iter().map(|&index| {
+                    let valid = transaction(items, index);
+                    (provider_id(&valid.tx), valid.tx.provider_tx_id.as_str())
+                }),
+            )
+            .await?;
+            for &index in chunk {
+                let valid = transaction(items, index);
+                let key = (provider_id(&valid.tx), valid.tx.provider_tx_id.clone());
+                let &(seq, hash) = stored
+                    .get(&key)
+                    .ok_or_else(|| StoreError::Invariant(format!("{} is neither inserted nor stored", key.1)))?;
+                if seq != seqs[&index] {
+                    seqs.remove(&index);
+                    decisions[index] = Decision::Existing { seq, hash };
+                }
+            }
+        }
+    }
+
+    // Postings of what was inserted, each pair checked before anything is written.
+    let mut legs: Vec<(usize, [Posting; 2])> = Vec::with_capacity(seqs.len());
+    for index in (0..items.len()).filter(|index| seqs.contains_key(index)) {
+        let valid = transaction(items, index);
+        let input = PostingInput {
+            provider: &valid.tx.provider,
+            account: &valid.tx.account,
+            kind: valid.tx.kind,
+            reverses: reverses_of[index],
+            amount_minor: valid.amount_minor,
+        };
+        let invariant = |error: String| {
+            StoreError::Invariant(format!("{}/{}: {error}", valid.tx.provider, valid.tx.provider_tx_id))
+        };
+        let pair = postings(&input).map_err(|error| invariant(error.to_string()))?;
+        check_balanced(&pair).map_err(|error| invariant(error.to_string()))?;
+        legs.push((index, pair));
+    }
+    intern_accounts(tx, dialect, account_ids, *account_cache_max, items, &legs).await?;
+    let mut deltas: HashMap<i64, i64> = HashMap::new();
+    let mut rows: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(legs.len() * 2);
+    for (index, pair) in &legs {
+        let currency = transaction(items, *index).tx.currency;
+        for (leg, posting) in pair.iter().enumerate() {
+            let name = posting.account.name();
+            let account_id = *account_ids.get(&(name, currency)).ok_or_else(|| {
+                StoreError::Invariant(format!("ledger account {} {currency} was not interned", posting.account.name()))
+            })?;
+            rows.push((seqs[index], leg as i64, account_id, posting.amount_minor));
+            let delta = deltas.entry(account_id).or_default();
+            *delta = delta
+                .checked_add(posting.amount_minor)
+                .ok_or_else(|| StoreError::Invariant(format!("balance of account {account_id} overflows")))?;
+        }
+    }
+    for chunk in rows.chunks(INSERT_ROWS_MAX * 4) {
+        let sql = format!(
+            "INSERT INTO postings (tx_seq, leg, ledger_account_id, amount_minor) VALUES {}",
+            value_rows(dialect, 4, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for &(seq, leg, account, amount) in chunk {
+            query = query.bind(seq).bind(leg).bind(account).bind(amount);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    let mut deltas: Vec<(i64, i64)> = deltas.into_iter().collect();
+    deltas.sort_unstable();
+    for chunk in deltas.chunks(INSERT_ROWS_MAX * 4) {
+        let sql = format!(
+            "INSERT INTO balances (ledger_account_id, balance_minor) VALUES {}
+             ON CONFLICT (ledger_account_id) DO UPDATE SET balance_minor = balances.balance_minor + excluded.balance_minor",
+            value_rows(dialect, 2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for &(account, delta) in chunk {
+            query = query.bind(account).bind(delta);
+        }
+        query.execute(&mut *tx).await?;
+    }
+
+    // Outcomes; conflicts and dead letters are written with them.
+    let mut outcomes = Vec::with_capacity(items.len());
+    for index in 0..items.len() {
+        let stored_version = |first: usize| match (&decisions[first], seqs.get(&first)) {
+            (_, Some(&seq)) => (seq, transaction(items, first).content_hash),
+            (Decision::Existing { seq, hash }, None) => (*seq, *hash),
+            _ => unreachable!("a first occurrence is inserted or stored"),
+        };
+        let outcome = match (&decisions[index], &items[index]) {
+            (Decision::Insert, _) => Outcome::Accepted { seq: seqs[&index] },
+            (Decision::Existing { .. } | Decision::SameKeyAs(_), Item::Transaction { valid, origin }) => {
+                let first = match decisions[index] {
+                    Decision::SameKeyAs(first) => first,
+                    _ => index,
+                };
+                let (seq, hash) = stored_version(first);
+                if hash == valid.content_hash {
+                    Outcome::Duplicate { seq }
+                } else {
+                    insert_conflict(tx, provider_id(&valid.tx), seq, valid, origin).await?;
+                    Outcome::Conflict { original_seq: seq }
+                }
+            }
+            (Decision::Reject(rejection), Item::Transaction { valid, origin }) => {
+                insert_dead_letter(tx, &valid.tx.provider, Unit::Record, origin, rejection, now_ns).await?;
+                Outcome::Rejected { code: rejection.code }
+            }
+            (Decision::DeadLetter, Item::Rejected { provider, unit, origin, rejection }) => {
+                insert_dead_letter(tx, provider, *unit, origin, rejection, now_ns).await?;
+                Outcome::Rejected { code: rejection.code }
+            }
+            _ => unreachable!("decisions follow the item kinds"),
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
 }
 
 fn transaction(items: &[Item], index: usize) -> &ValidTransaction {
@@ -772,7 +775,7 @@ fn conflict_detail(valid: &ValidTransaction) -> String {
 /// `count` bound parameters. PostgreSQL numbers them (`$start, $start+1, ...`); SQLite gets
 /// anonymous `?`, because it resolves every named parameter by a linear scan, which makes a
 /// multi-row statement with thousands of `$N` quadratic.
-fn placeholders(dialect: Dialect, start: usize, count: usize) -> String {
+pub(super) fn placeholders(dialect: Dialect, start: usize, count: usize) -> String {
     let mut sql = String::with_capacity(count * 7);
     for i in 0..count {
         if i > 0 {

@@ -1110,8 +1110,8 @@ impl Store {
                     });
                 }
                 let stored = stored_break(&row)?;
-                let mut figures = BreakFigures::of(&stored.found);
-                figures.reason = stored.found.reason.clone();
+                // Stored text is already printable; `of` leaves it as it is.
+                let figures = BreakFigures::of(&stored.found);
                 existing.insert(
                     stored.found.key.clone(),
                     Existing {
@@ -1394,7 +1394,8 @@ impl Store {
         let mut stats: BTreeMap<(String, BreakClass), ProviderBreakStats> = BTreeMap::new();
         let mut rows = sqlx::query(
             "SELECT p.name, b.class, b.currency, b.exponent, b.difference_minor, b.opened_at_ns, b.id
-             FROM breaks b JOIN providers p ON p.id = b.provider_id WHERE b.status <> 'closed'",
+             FROM breaks b JOIN providers p ON p.id = b.provider_id
+             WHERE b.status IN ('open', 'pending_adjustment')",
         )
         .fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {

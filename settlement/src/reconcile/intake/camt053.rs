@@ -463,6 +463,13 @@ impl<'a> Parser<'a> {
                 self.entry = Some(Entry { line, number: self.entries_seen, ..Entry::default() });
             }
             "Ntry/NtryDtls/TxDtls" => {
+                let details = self.entry.as_ref().map_or(0, |entry| entry.details.len());
+                if self.lines.len() + details >= STATEMENT_LINES_MAX {
+                    return Err(StatementError::too_large(
+                        self.source,
+                        format!("more than {STATEMENT_LINES_MAX} lines"),
+                    ));
+                }
                 if let Some(entry) = &mut self.entry {
                     entry.details.push(Detail { line, ..Detail::default() });
                 }

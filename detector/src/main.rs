@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod metrics;
 
 #[derive(Parser)]
 #[command(name = "settlewatch", version, about = "Settlement back office with anomaly detection")]
@@ -51,6 +52,18 @@ enum Command {
     /// Feature vectors for the anomaly models: export from the ledger, benchmark.
     #[command(subcommand)]
     Features(cli::features::FeaturesCommand),
+    /// Provider statements for reconciliation: load (checked, kept with their checksum).
+    #[command(subcommand)]
+    Statement(cli::reconcile::StatementCommand),
+    /// Reconcile providers' statements against the ledger for a business day; breaks are kept.
+    Reconcile(cli::reconcile::ReconcileArgs),
+    /// Reconciliation breaks, by provider, day, status and class.
+    Breaks(cli::reconcile::BreaksArgs),
+    /// Maker-checker adjustments for breaks: propose, approve (another person), reject.
+    #[command(subcommand)]
+    Adjust(cli::reconcile::AdjustCommand),
+    /// Print the metrics the service exports (Prometheus text format), read from the store.
+    Metrics,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +104,11 @@ fn main() -> ExitCode {
             Command::Train(command) => cli::train::run(command).await,
             Command::Simulate(command) => cli::simulate::run(command),
             Command::Features(command) => cli::features::run(&context, command).await,
+            Command::Statement(command) => cli::reconcile::statement(&context, command).await,
+            Command::Reconcile(command) => cli::reconcile::reconcile(&context, command).await,
+            Command::Breaks(command) => cli::reconcile::breaks(&context, command).await,
+            Command::Adjust(command) => cli::reconcile::adjust(&context, command).await,
+            Command::Metrics => cli::reconcile::metrics(&context).await,
         }
     });
     match result {

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod eval;
 pub mod features;
 pub mod ingest;
+pub mod reconcile;
 pub mod settle;
 pub mod simulate;
 pub mod train;

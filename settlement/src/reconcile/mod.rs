@@ -13,6 +13,7 @@
 pub mod intake;
 pub mod matching;
 pub mod model;
+pub mod run;
 
 pub use matching::{reconcile, MatchError, StatementSide};
 pub use model::*;

@@ -90,6 +90,8 @@ fn a_run_that_ends_in_the_future_warns_that_ingest_will_reject_its_later_records
         run_in(dir, &["simulate", "--duration", "2h", "--rate", "1/s", "--out", "future", "--config-file", "sim.toml"])
             .expect(0);
     assert!(run.stderr.contains("after now") && run.stderr.contains("timestamp_in_future"), "{}", run.stderr);
+    // Its batch files are dropped after now too, which `ingest --manifest` refuses.
+    assert!(run.stderr.contains("cannot arrive in the future"), "{}", run.stderr);
     let past = run_in(dir, &["simulate", "--duration", "2h", "--rate", "1/s", "--out", "past"]).expect(0);
     assert!(!past.stderr.contains("after now"), "{}", past.stderr);
 }

@@ -491,6 +491,9 @@ pub struct Summary {
     /// The latest `occurred_at` of any record (wins settle and withdrawals follow after the
     /// simulated duration): ingest rejects records from its future (`timestamp_in_future`).
     pub last_occurred_at: Option<DateTime<Utc>>,
+    /// The latest `delivered_at` in `manifest.csv` (a batch file is dropped at the end of its
+    /// hour or day): ingest refuses a file whose arrival is in its future.
+    pub last_delivered_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -1242,6 +1245,7 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
     let (mut transactions, mut records, mut files, mut sessions, mut statement_lines) = (0, 0, 0, 0, 0);
     let mut fault_opportunities = 0;
     let mut last_occurred_ms = i64::MIN;
+    let mut last_delivered_ms: Option<i64> = None;
     let mut batches = 0u64;
     for (index, result) in results {
         let recorder = &result.recorder;
@@ -1279,6 +1283,7 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
             );
             if let Some(delivered_ms) = file.delivered_ms {
                 encode::push_utc_rfc3339(&mut manifest, delivered_ms);
+                last_delivered_ms = last_delivered_ms.max(Some(delivered_ms));
             }
             manifest.push(b'\n');
             if adapter == "fixed_width" {
@@ -1345,5 +1350,6 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
     }
     std::fs::write(out.join("summary.csv"), summary_csv)?;
     let last_occurred_at = DateTime::from_timestamp_millis(last_occurred_ms).filter(|_| last_occurred_ms != i64::MIN);
-    Ok(Summary { transactions, records, files, sessions, scenarios, last_occurred_at })
+    let last_delivered_at = last_delivered_ms.and_then(DateTime::from_timestamp_millis);
+    Ok(Summary { transactions, records, files, sessions, scenarios, last_occurred_at, last_delivered_at })
 }

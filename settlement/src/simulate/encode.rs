@@ -1463,6 +1463,46 @@ impl Encoder for FixedWidthEncoder {
 mod tests {
     use super::*;
 
+    fn ms(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn batch_windows_end_at_the_local_hour_or_day_also_across_clock_changes() {
+        let london = LocalClock::new(chrono_tz::Europe::London);
+        // An ordinary hour and day.
+        assert_eq!(window_end_ms(&london, ms("2026-11-16T10:20:00Z"), MS_PER_HOUR), ms("2026-11-16T11:00:00Z"));
+        assert_eq!(window_end_ms(&london, ms("2026-11-16T10:20:00Z"), MS_PER_DAY), ms("2026-11-17T00:00:00Z"));
+        let seoul = LocalClock::new(chrono_tz::Asia::Seoul);
+        assert_eq!(window_end_ms(&seoul, ms("2026-11-16T10:20:00Z"), MS_PER_DAY), ms("2026-11-16T15:00:00Z"));
+        // 2026-10-25: 01:00-02:00 local happens twice in London; that local hour ends at
+        // 02:00 local (GMT), the day is 25 hours long.
+        assert_eq!(window_end_ms(&london, ms("2026-10-25T00:10:00Z"), MS_PER_HOUR), ms("2026-10-25T02:00:00Z"));
+        assert_eq!(window_end_ms(&london, ms("2026-10-25T01:59:59Z"), MS_PER_HOUR), ms("2026-10-25T02:00:00Z"));
+        let fall = longest_window_ms(
+            chrono_tz::Europe::London,
+            ms("2026-10-24T00:00:00Z"),
+            ms("2026-10-26T00:00:00Z"),
+            MS_PER_DAY,
+        );
+        assert_eq!(fall, 25 * MS_PER_HOUR);
+        assert_eq!(
+            longest_window_ms(
+                chrono_tz::Europe::London,
+                ms("2026-10-24T00:00:00Z"),
+                ms("2026-10-26T00:00:00Z"),
+                MS_PER_HOUR
+            ),
+            2 * MS_PER_HOUR
+        );
+        // 2026-03-29: local 01:00 does not exist; local hour 00 ends at 01:00 UTC (02:00 BST).
+        assert_eq!(window_end_ms(&london, ms("2026-03-29T00:30:00Z"), MS_PER_HOUR), ms("2026-03-29T01:00:00Z"));
+        assert_eq!(
+            longest_window_ms(chrono_tz::UTC, ms("2026-03-28T00:00:00Z"), ms("2026-03-30T00:00:00Z"), MS_PER_DAY),
+            MS_PER_DAY
+        );
+    }
+
     #[test]
     fn civil_dates_match_chrono() {
         for days in [-1000i64, 0, 59, 365, 11_000, 20_000, 20_773, 30_000] {

@@ -539,3 +539,53 @@ fn regression_a_closed_output_pipe_ends_quietly_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(status.code(), Some(101), "{stderr}");
 }
+
+/// (provider, provider_tx_id) → received_at of every stored transaction.
+fn received_times(sandbox: &Sandbox) -> std::collections::BTreeMap<(String, String), String> {
+    runtime().block_on(async {
+        let store = open_store(&sandbox.db()).await;
+        let stored = store.transactions_in_seq_order(0, 10_000).await.expect("transactions");
+        store.close().await;
+        stored
+            .into_iter()
+            .map(|row| {
+                let tx = row.transaction;
+                ((tx.provider, tx.provider_tx_id), tx.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn received_at_and_manifest_delivered_at_stamp_when_the_files_arrived() {
+    let sandbox = Sandbox::new();
+    sandbox.run(&["ingest", "--provider", "payfast", "--received-at", "2026-11-25T01:30:00+09:00", PAYFAST]).expect(0);
+    sandbox.write(
+        "examples/manifest.csv",
+        "file,provider,delivered_at\nlegacybank/BATCH0001.DAT,legacybank,2026-11-24T18:00:00Z\nevo-live/payloads.jsonl,evo-live,\n",
+    );
+    let before = chrono::Utc::now();
+    sandbox.run(&["ingest", "--manifest", "examples/manifest.csv"]).expect(0);
+    let times = received_times(&sandbox);
+    let of = |provider: &str| -> Vec<&String> {
+        times.iter().filter(|((name, _), _)| name == provider).map(|(_, at)| at).collect()
+    };
+    assert_eq!(of("payfast").len(), 5);
+    assert!(of("payfast").iter().all(|at| *at == "2026-11-24T16:30:00Z"), "{times:?}");
+    assert_eq!(of("legacybank").len(), 4);
+    assert!(of("legacybank").iter().all(|at| *at == "2026-11-24T18:00:00Z"), "{times:?}");
+    // An empty delivered_at: the file arrived now.
+    let now_text = before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(of("evo-live").len(), 5);
+    assert!(of("evo-live").iter().all(|at| at.as_str() >= now_text.as_str()), "{times:?}");
+
+    // Clear errors: not a time (usage error), not a time in the manifest, a future arrival.
+    let bad = sandbox.run(&["ingest", "--provider", "payfast", "--received-at", "yesterday", PAYFAST]).expect(2);
+    assert!(bad.stderr.contains("\"yesterday\" is not an RFC 3339 time"), "{}", bad.stderr);
+    sandbox.write("examples/bad.csv", "file,provider,delivered_at\npayfast/2026-11-24.csv,payfast,24/11/2026\n");
+    let bad = sandbox.run(&["ingest", "--manifest", "examples/bad.csv"]).expect(1);
+    assert!(bad.stderr.contains("line 2: delivered_at \"24/11/2026\" is not an RFC 3339 time"), "{}", bad.stderr);
+    let future = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let bad = sandbox.run(&["ingest", "--provider", "payfast", "--force", "--received-at", &future, PAYFAST]).expect(1);
+    assert!(bad.stderr.contains("after now") && bad.stderr.contains("cannot arrive in the future"), "{}", bad.stderr);
+}

@@ -190,6 +190,8 @@ pub enum IngestError {
     AlreadyReplayed(i64),
     #[error("the decoder stopped unexpectedly: {0}")]
     Decoder(String),
+    #[error("the file's arrival time {} is more than {tolerance_seconds} s after now ({}): a file cannot arrive in the future", received_at.to_rfc3339(), now.to_rfc3339())]
+    ReceivedInFuture { received_at: DateTime<Utc>, now: DateTime<Utc>, tolerance_seconds: i64 },
 }
 
 /// What happened to a payload's units.
@@ -236,6 +238,10 @@ pub struct Progress {
 pub struct FileOptions {
     /// Ingest even when the same file (by checksum) was ingested before.
     pub force: bool,
+    /// When the file arrived (a batch file's drop time): stamped as `received_at` on its
+    /// transactions, so a late delivery shows. `None`: it arrived now. A capture log line
+    /// that records its own arrival time keeps that one.
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 /// The configured providers, validation rules and the committer: everything ingestion needs.
@@ -263,15 +269,26 @@ impl Ingestor {
 
     /// Ingests a file: recognised by checksum if it was ingested before, otherwise streamed
     /// through its provider's adapter. `progress` is called after every durable commit.
+    /// `now` is the time validation compares against and the file's arrival time unless
+    /// `options.received_at` says when it arrived (which may not be after `now` plus the
+    /// future tolerance).
     pub async fn ingest_file(
         &self,
         provider: &str,
         path: &Path,
         options: &FileOptions,
-        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<IngestReport, IngestError> {
         let provider = self.provider(provider)?.clone();
+        let received_at = options.received_at.unwrap_or(now);
+        if received_at > now + self.future_tolerance {
+            return Err(IngestError::ReceivedInFuture {
+                received_at,
+                now,
+                tolerance_seconds: self.future_tolerance.num_seconds(),
+            });
+        }
         let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         let io_error = |error| IngestError::Io { path: path.display().to_string(), error };
         let file = FileSource::open(name.clone(), path).map_err(io_error)?;
@@ -284,21 +301,24 @@ impl Ingestor {
             }
         }
         let context = PayloadContext { arrival: Arrival::File, received_at };
-        let report = self.ingest_payload(&provider, source, context, progress).await?;
+        let report = self.ingest_payload(&provider, source, context, now, progress).await?;
         // A file rejected as a whole is not remembered: once its provider's configuration is
         // fixed it can be ingested again (or its dead letter replayed).
         if report.payload_rejection.is_none() {
-            self.store.record_file(&provider.name, &sha256, &name, size_bytes, &report, received_at).await?;
+            self.store.record_file(&provider.name, &sha256, &name, size_bytes, &report, now).await?;
         }
         Ok(report)
     }
 
-    /// Ingests one payload (a file, a request body, a replayed dead letter).
+    /// Ingests one payload (a file, a request body, a replayed dead letter). Its
+    /// transactions carry `context.received_at` (unless the payload records its own arrival
+    /// times); validation compares against `now`.
     pub async fn ingest_payload(
         &self,
         provider: &Arc<Provider>,
         source: Arc<dyn Source>,
         context: PayloadContext,
+        now: DateTime<Utc>,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<IngestReport, IngestError> {
         let (chunk_sender, mut chunk_receiver) = mpsc::channel::<(Vec<Item>, u64)>(IN_FLIGHT_CHUNKS_MAX);
@@ -308,7 +328,7 @@ impl Ingestor {
             let context = context.clone();
             let future_tolerance = self.future_tolerance;
             tokio::task::spawn_blocking(move || {
-                decode_in_chunks(&provider, source.as_ref(), &context, future_tolerance, chunk_sender)
+                decode_in_chunks(&provider, source.as_ref(), &context, now, future_tolerance, chunk_sender)
             })
         };
 
@@ -416,8 +436,8 @@ impl Ingestor {
                 };
                 let source: Arc<dyn Source> =
                     Arc::new(BytesSource { name: dead_letter.source.clone(), bytes: dead_letter.raw.clone() });
-                self.ingest_payload(&provider, source, PayloadContext { arrival, received_at: now }, &mut |_| {})
-                    .await?
+                let context = PayloadContext { arrival, received_at: now };
+                self.ingest_payload(&provider, source, context, now, &mut |_| {}).await?
             }
             Unit::Record => {
                 let items = self.replay_items(&provider, &dead_letter, now);
@@ -486,6 +506,7 @@ fn decode_in_chunks(
     provider: &Provider,
     source: &dyn Source,
     context: &PayloadContext,
+    now: DateTime<Utc>,
     future_tolerance: Duration,
     chunks: mpsc::Sender<(Vec<Item>, u64)>,
 ) -> Result<u64, DecodeError> {
@@ -496,7 +517,7 @@ fn decode_in_chunks(
         let origin =
             Origin { source: source_name.clone(), record: decoded.record, raw: decoded.raw, context: decoded.context };
         last_record = decoded.record;
-        chunk.push(to_item(provider, future_tolerance, context.received_at, decoded.result, origin));
+        chunk.push(to_item(provider, future_tolerance, now, decoded.result, origin));
         if chunk.len() >= CHUNK_ITEMS_MAX {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ITEMS_MAX));
             chunks.blocking_send((full, last_record)).map_err(|_| SinkClosed)?;

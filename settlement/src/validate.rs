@@ -103,6 +103,21 @@ pub fn validate(tx: Transaction, rules: &Rules<'_>, now: DateTime<Utc>) -> Resul
         ));
     }
 
+    // An arrival time from the payload (a capture log's `received_at`) cannot be later than
+    // the moment we read it.
+    if tx.received_at > now + rules.future_tolerance {
+        return Err(Rejection::field(
+            ErrorCode::TimestampInFuture,
+            "received_at",
+            format!(
+                "received at {} is more than {} s after now ({})",
+                tx.received_at.to_rfc3339(),
+                rules.future_tolerance.num_seconds(),
+                now.to_rfc3339()
+            ),
+        ));
+    }
+
     match (reversible_by(tx.kind), &tx.original_tx_id) {
         (Some(_), Some(original)) if original == &tx.provider_tx_id => {
             return Err(Rejection::field(

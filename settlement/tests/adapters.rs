@@ -477,3 +477,101 @@ fn oversized_records_are_rejected_alone() {
         assert_eq!(ok, ok_expected, "{name}: {}", render(&outcome));
     }
 }
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc)).unwrap()
+}
+
+/// One capture line for `body`, signed with the golden cases' secret; `received_at` is the
+/// envelope's raw JSON value (`None`: no such key).
+fn capture_line(body: &str, received_at: Option<&str>) -> String {
+    let signature = sign(b"test-secret", body.as_bytes());
+    let received = received_at.map(|value| format!(",\"received_at\":{value}")).unwrap_or_default();
+    format!(
+        "{{\"headers\":{{\"X-Signature\":{}}}{received},\"body\":{}}}",
+        serde_json::to_string(&signature).unwrap(),
+        serde_json::to_string(body).unwrap()
+    )
+}
+
+const TWO_BETS: &str = r#"{"transactions":[
+  {"tx_id":"L1","type":"DEBIT","player_id":"p1","money":{"amount":"5.00","currency":"USD"},"timestamp":"2026-11-24T10:00:00Z"},
+  {"tx_id":"L2","type":"DEBIT","player_id":"p1","money":{"amount":"6.00","currency":"USD"},"timestamp":"2026-11-24T10:05:00Z"}]}"#;
+const ONE_BET: &str = r#"{"tx_id":"L3","type":"DEBIT","player_id":"p2","money":{"amount":"1.00","currency":"USD"},"timestamp":"2026-11-24T10:06:00Z"}"#;
+
+/// A capture log that records when each delivery arrived (an outage, then the backlog at
+/// once) stamps that time on the delivery's transactions; a line without one gets the
+/// payload's arrival time. Replaying a unit alone keeps the recorded time.
+#[test]
+fn a_capture_line_with_received_at_stamps_its_transactions_and_replay_keeps_it() {
+    let (provider, _) = fixture("json_webhook", "batch");
+    let log = format!(
+        "{}\n{}\n",
+        capture_line(TWO_BETS, Some("\"2026-11-24T11:30:00.250+01:00\"")),
+        capture_line(ONE_BET, None)
+    );
+    let source = BytesSource { name: "capture.jsonl".into(), bytes: log.into_bytes() };
+    let outcome = decode(&provider, &source, Arrival::File);
+    assert!(outcome.result.is_ok(), "{}", render(&outcome));
+    let stamped: Vec<(String, DateTime<Utc>)> = outcome
+        .units
+        .iter()
+        .map(|unit| {
+            let tx = unit.result.as_ref().unwrap_or_else(|rejection| panic!("{rejection:?}"));
+            (tx.provider_tx_id.clone(), tx.received_at)
+        })
+        .collect();
+    let arrived = at("2026-11-24T10:30:00.250Z");
+    assert_eq!(
+        stamped,
+        vec![("L1".into(), arrived), ("L2".into(), arrived), ("L3".into(), received_at())],
+        "the first line's own time, then the payload's"
+    );
+    // A replay days later keeps the recorded arrival; a unit without one takes the replay time.
+    let replayed_at = at("2026-11-30T00:00:00Z");
+    for unit in &outcome.units {
+        let original = unit.result.as_ref().unwrap();
+        let replayed = provider.adapter.decode_unit(&unit.context, &unit.raw, replayed_at);
+        let expected = if original.provider_tx_id == "L3" { replayed_at } else { arrived };
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].as_ref().unwrap().received_at, expected, "{}", original.provider_tx_id);
+    }
+    // The whole line replayed as a delivery keeps it too.
+    let line = String::from_utf8(source.bytes.clone()).unwrap();
+    let first_line = line.lines().next().unwrap();
+    let whole = provider.adapter.decode_unit(b"json_webhook delivery v1", first_line.as_bytes(), replayed_at);
+    assert_eq!(whole.len(), 2);
+    assert!(whole.iter().all(|result| result.as_ref().unwrap().received_at == arrived), "{whole:?}");
+    // Contexts written before arrival times existed still decode, with the replay time.
+    for context in [&b"json_webhook record v1"[..], b"json_webhook record v1 item=2"] {
+        let replayed = provider.adapter.decode_unit(context, ONE_BET.as_bytes(), replayed_at);
+        assert_eq!(replayed[0].as_ref().unwrap().received_at, replayed_at);
+    }
+    for broken in [&b"json_webhook record v1 received_at=yesterday"[..], b"json_webhook record v1 item=x"] {
+        let replayed = provider.adapter.decode_unit(broken, ONE_BET.as_bytes(), replayed_at);
+        assert_eq!(replayed[0].as_ref().unwrap_err().code, ErrorCode::MalformedRecord);
+    }
+}
+
+/// A `received_at` that is not a time makes its line one malformed unit naming the field;
+/// the next line is read as usual.
+#[test]
+fn an_invalid_received_at_makes_the_line_one_malformed_unit() {
+    let (provider, _) = fixture("json_webhook", "batch");
+    for value in ["\"yesterday\"", "\"2026-11-24 10:00:00\"", "1764000000000"] {
+        let bad = capture_line(TWO_BETS, Some(value));
+        let log = format!("{bad}\n{}\n", capture_line(ONE_BET, None));
+        let source = BytesSource { name: "capture.jsonl".into(), bytes: log.into_bytes() };
+        let outcome = decode(&provider, &source, Arrival::File);
+        assert_eq!(outcome.units.len(), 2, "{value}: {}", render(&outcome));
+        let first = &outcome.units[0];
+        assert_eq!(first.record, 1);
+        assert_eq!(first.raw, bad.as_bytes(), "{value}: the whole line is kept for replay");
+        let rejection = first.result.as_ref().unwrap_err();
+        assert_eq!(rejection.code, ErrorCode::MalformedRecord, "{value}");
+        assert_eq!(rejection.field.as_deref(), Some("received_at"), "{value}: {rejection:?}");
+        assert!(rejection.message.contains("RFC 3339"), "{value}: {rejection:?}");
+        assert!(outcome.units[1].result.is_ok(), "{value}: {}", render(&outcome));
+        assert_compliant(value, &provider, &source, Arrival::File);
+    }
+}

@@ -75,3 +75,137 @@ async fn regression_nothing_is_acknowledged_after_a_failed_chunk() {
     drop(ingestor);
     test_store.drop_database().await;
 }
+
+const ARRIVAL_CONFIG: &str = r#"
+[[providers]]
+name = "payfast"
+timezone = "Asia/Seoul"
+currencies = ["KRW"]
+[providers.adapter]
+type = "csv_settlement"
+[providers.adapter.columns]
+id = "txn_id"
+kind = "txn_type"
+account = "merchant_account"
+currency = "currency"
+amount = "amount_minor"
+occurred_at = "settled_at"
+[providers.adapter.kinds]
+DEP = "deposit"
+
+[[providers]]
+name = "evo-live"
+[providers.adapter]
+type = "json_webhook"
+signing_secret = "test-secret"
+[providers.adapter.fields]
+id = "tx_id"
+kind = "type"
+account = "player_id"
+amount = "amount"
+currency = "currency"
+occurred_at = "timestamp"
+original_id = "ref_tx_id"
+[providers.adapter.kinds]
+DEBIT = "bet"
+CANCEL = "rollback"
+"#;
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().into()
+}
+
+/// A capture-log line with `body` signed for evo-live, optionally recording its arrival.
+fn capture_line(body: &str, received_at: Option<&str>) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"test-secret").unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let received = received_at.map(|at| format!(",\"received_at\":\"{at}\"")).unwrap_or_default();
+    format!(
+        "{{\"headers\":{{\"X-Signature\":\"{signature}\"}}{received},\"body\":{}}}\n",
+        serde_json::to_string(body).unwrap()
+    )
+}
+
+async fn received_times(store: &settlement::store::Store) -> Vec<(String, DateTime<Utc>)> {
+    let stored = store.transactions_in_seq_order(0, 1_000).await.unwrap();
+    stored.into_iter().map(|row| (row.transaction.provider_tx_id, row.transaction.received_at)).collect()
+}
+
+// A batch file's arrival time (`FileOptions::received_at`) is stamped on its transactions;
+// without it they arrived now; one from the future is refused before anything is read.
+store_test!(a_file_arrival_time_is_stamped_on_its_transactions, |store: settlement::store::Store| async move {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, id: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!("txn_id,txn_type,merchant_account,currency,amount_minor,settled_at\n{id},DEP,a,KRW,1000,2026-11-24 10:00:00\n"),
+        )
+        .unwrap();
+        path
+    };
+    let config = Config::parse(ARRIVAL_CONFIG).unwrap();
+    let (committer, _writer) = Committer::spawn(store.writer().await.unwrap(), Arc::new(now));
+    let ingestor = Ingestor::new(&config, store.clone(), committer).unwrap();
+    let dropped = at("2026-11-24T16:00:00Z");
+    let late = FileOptions { received_at: Some(dropped), ..FileOptions::default() };
+    let report = ingestor.ingest_file("payfast", &write("late.csv", "A1"), &late, now(), &mut |_| {}).await.unwrap();
+    assert_eq!(report.accepted, 1);
+    ingestor
+        .ingest_file("payfast", &write("now.csv", "A2"), &FileOptions::default(), now(), &mut |_| {})
+        .await
+        .unwrap();
+    // Up to the future tolerance (300 s) is allowed; beyond it is an error naming both times.
+    let slightly = FileOptions { received_at: Some(now() + chrono::Duration::seconds(300)), ..FileOptions::default() };
+    ingestor.ingest_file("payfast", &write("skew.csv", "A3"), &slightly, now(), &mut |_| {}).await.unwrap();
+    let future = FileOptions { received_at: Some(now() + chrono::Duration::hours(1)), ..FileOptions::default() };
+    let error = ingestor.ingest_file("payfast", &write("future.csv", "A4"), &future, now(), &mut |_| {}).await;
+    let message = error.expect_err("an arrival in the future is refused").to_string();
+    assert!(message.contains("2026-11-25T01:00:00+00:00") && message.contains("after now"), "{message}");
+    assert_eq!(
+        received_times(&store).await,
+        vec![("A1".into(), dropped), ("A2".into(), now()), ("A3".into(), now() + chrono::Duration::seconds(300))]
+    );
+});
+
+// Capture-log lines carry their own arrival time; a dead-lettered record replayed later
+// keeps it; an arrival time in the future is a `timestamp_in_future` rejection.
+store_test!(a_capture_line_arrival_time_survives_dead_letter_replay, |store: settlement::store::Store| async move {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.jsonl");
+    let cancel = r#"{"tx_id":"C1","type":"CANCEL","player_id":"p1","amount":"5.00","currency":"USD","timestamp":"2026-11-24T10:01:00Z","ref_tx_id":"B1"}"#;
+    let bet = r#"{"tx_id":"B1","type":"DEBIT","player_id":"p1","amount":"5.00","currency":"USD","timestamp":"2026-11-24T10:00:00Z"}"#;
+    let future = r#"{"tx_id":"F1","type":"DEBIT","player_id":"p1","amount":"1.00","currency":"USD","timestamp":"2026-11-24T10:00:00Z"}"#;
+    let log = [
+        capture_line(cancel, Some("2026-11-24T12:00:00Z")),
+        capture_line(bet, Some("2026-11-24T12:00:01Z")),
+        capture_line(future, Some("2026-11-25T02:00:00Z")),
+    ]
+    .concat();
+    std::fs::write(&path, log).unwrap();
+    let config = Config::parse(ARRIVAL_CONFIG).unwrap();
+    let (committer, _writer) = Committer::spawn(store.writer().await.unwrap(), Arc::new(now));
+    let ingestor = Ingestor::new(&config, store.clone(), committer).unwrap();
+    let report = ingestor.ingest_file("evo-live", &path, &FileOptions::default(), now(), &mut |_| {}).await.unwrap();
+    assert_eq!(report.accepted, 1, "{report:?}");
+    let mut rejected: Vec<String> = report.rejected.keys().map(|code| code.to_string()).collect();
+    rejected.sort();
+    assert_eq!(rejected, ["rollback_unknown_original", "timestamp_in_future"], "{report:?}");
+    let dead_letters = store
+        .dead_letters(&settlement::store::DeadLetterFilter { provider: None, status: None, limit: 10 })
+        .await
+        .unwrap();
+    let future_letter = dead_letters.iter().find(|letter| letter.record == 3).expect("line 3's dead letter");
+    assert_eq!(future_letter.field.as_deref(), Some("received_at"), "{future_letter:?}");
+    // The original is stored now: replaying the rollback a day later takes it, with the
+    // arrival time its capture line recorded.
+    let cancel_letter = dead_letters.iter().find(|letter| letter.record == 1).expect("line 1's dead letter");
+    let replay = ingestor.replay_dead_letter(cancel_letter.id, at("2026-11-26T00:00:00Z")).await.unwrap();
+    assert!(replay.resolved && replay.report.accepted == 1, "{replay:?}");
+    assert_eq!(
+        received_times(&store).await,
+        vec![("B1".into(), at("2026-11-24T12:00:01Z")), ("C1".into(), at("2026-11-24T12:00:00Z"))]
+    );
+});

@@ -48,7 +48,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\n== replaying the same files changes nothing");
     for provider in &config.providers {
         for path in sample_files(&args.examples.join(&provider.name))? {
-            let force = FileOptions { force: true };
+            let force = FileOptions { force: true, ..FileOptions::default() };
             let report = session.ingestor.ingest_file(&provider.name, &path, &force, Utc::now(), &mut |_| {}).await?;
             println!("{}", describe(&path.display().to_string(), &provider.name, &report));
         }

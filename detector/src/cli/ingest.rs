@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use settlement::config::Config;
 use settlement::ingest::{Committer, FileOptions, IngestReport, Ingestor, Progress};
@@ -19,9 +19,16 @@ pub struct IngestArgs {
     #[arg(long, required_unless_present = "manifest", conflicts_with = "manifest")]
     pub provider: Option<String>,
     /// A CSV listing the files to ingest, in order, with their provider (columns `file` and
-    /// `provider`; paths relative to the manifest), as `settlewatch simulate` writes it.
+    /// `provider`; paths relative to the manifest), as `settlewatch simulate` writes it. An
+    /// optional column `delivered_at` (RFC 3339) says when each file arrived.
     #[arg(long, conflicts_with = "files")]
     pub manifest: Option<PathBuf>,
+    /// When the files arrived (RFC 3339, e.g. `2026-11-24T23:00:00Z`; default: now). Their
+    /// transactions carry it as `received_at`, so a late batch shows as late. A manifest's
+    /// `delivered_at` takes precedence for its rows; capture-log lines that record their own
+    /// arrival time keep it.
+    #[arg(long, value_parser = parse_time)]
+    pub received_at: Option<DateTime<Utc>>,
     /// Ingest even a file whose checksum shows it was ingested before (records still dedupe).
     #[arg(long)]
     pub force: bool,
@@ -33,11 +40,29 @@ pub struct IngestArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// The (provider, file) pairs to ingest, in order.
-fn work_list(args: &IngestArgs) -> anyhow::Result<Vec<(String, PathBuf)>> {
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|error| format!("{text:?} is not an RFC 3339 time with an offset (2026-11-24T23:00:00Z): {error}"))
+}
+
+/// One file to ingest.
+struct Work {
+    provider: String,
+    path: PathBuf,
+    /// When it arrived; `None`: now.
+    received_at: Option<DateTime<Utc>>,
+}
+
+/// The files to ingest, in order.
+fn work_list(args: &IngestArgs) -> anyhow::Result<Vec<Work>> {
     let Some(manifest) = &args.manifest else {
         let provider = args.provider.clone().context("--provider is required without --manifest")?;
-        return Ok(args.files.iter().map(|file| (provider.clone(), file.clone())).collect());
+        return Ok(args
+            .files
+            .iter()
+            .map(|file| Work { provider: provider.clone(), path: file.clone(), received_at: args.received_at })
+            .collect());
     };
     let base = manifest.parent().unwrap_or(std::path::Path::new("."));
     let mut reader =
@@ -53,6 +78,7 @@ fn work_list(args: &IngestArgs) -> anyhow::Result<Vec<(String, PathBuf)>> {
         })
     };
     let (file_column, provider_column) = (column("file")?, column("provider")?);
+    let delivered_column = headers.iter().position(|header| header == "delivered_at");
     let mut list = Vec::new();
     for record in reader.records() {
         let record = record.with_context(|| format!("reading the manifest {}", manifest.display()))?;
@@ -61,7 +87,17 @@ fn work_list(args: &IngestArgs) -> anyhow::Result<Vec<(String, PathBuf)>> {
             Some(value) if !value.is_empty() => Ok(value.to_string()),
             _ => Err(anyhow::anyhow!("manifest {} line {line}: empty {name}", manifest.display())),
         };
-        list.push((cell(provider_column, "provider")?, base.join(cell(file_column, "file")?)));
+        let delivered_at = match delivered_column.and_then(|index| record.get(index)).map(str::trim) {
+            Some(text) if !text.is_empty() => Some(parse_time(text).map_err(|error| {
+                anyhow::anyhow!("manifest {} line {line}: delivered_at {error}", manifest.display())
+            })?),
+            _ => args.received_at,
+        };
+        list.push(Work {
+            provider: cell(provider_column, "provider")?,
+            path: base.join(cell(file_column, "file")?),
+            received_at: delivered_at,
+        });
     }
     Ok(list)
 }
@@ -71,8 +107,8 @@ pub async fn run(context: &super::Context, args: IngestArgs) -> anyhow::Result<E
     let store = context.store(&config).await?;
     let work = work_list(&args)?;
     let session = Session::start(&config, store).await?;
-    for (provider, _) in &work {
-        session.ingestor.provider(provider)?;
+    for item in &work {
+        session.ingestor.provider(&item.provider)?;
     }
     let mut ack_log = match &args.ack_log {
         Some(path) => Some(
@@ -84,8 +120,8 @@ pub async fn run(context: &super::Context, args: IngestArgs) -> anyhow::Result<E
         ),
         None => None,
     };
-    let options = FileOptions { force: args.force };
-    for (provider, path) in &work {
+    for Work { provider, path, received_at } in &work {
+        let options = FileOptions { force: args.force, received_at: *received_at };
         let bar = progress_bar(path);
         let mut ack_error = None;
         let mut on_progress = |progress: Progress| {

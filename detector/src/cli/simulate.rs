@@ -110,5 +110,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             last.to_rfc3339()
         );
     }
+    if let Some(last) = summary.last_delivered_at.filter(|last| *last > chrono::Utc::now()) {
+        eprintln!(
+            "warning: the last simulated file is delivered at {} (manifest.csv delivered_at: a batch file is dropped \
+             at the end of its hour or day), after now: until then `ingest --manifest` refuses it, as a file cannot \
+             arrive in the future",
+            last.to_rfc3339()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

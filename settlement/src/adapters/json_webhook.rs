@@ -29,19 +29,29 @@
 //!   or a body over [`DELIVERY_BYTES_MAX`] rejects the payload (`DecodeError::Rejected`).
 //!   Units are the transactions; `record` is the item number (1 for a single object).
 //! * `Arrival::File`: a capture log, one delivery per line (JSONL):
-//!   `{"headers": {"X-Signature": "sha256=..."}, "body": "<raw body as a JSON string>"}`.
-//!   A line whose envelope is broken, whose signature fails or whose body is not JSON is
-//!   one unit (`malformed_record` / `bad_signature`) with the whole line as `raw`, so it can
-//!   be replayed as a delivery. Otherwise each transaction is a unit with its own JSON text
-//!   as `raw`. `record` is the line number for every unit of that line; inside a batch,
-//!   rejection messages start with `item K:` (1-based position in the batch).
+//!   `{"headers": {"X-Signature": "sha256=..."}, "received_at": "<RFC 3339>", "body": "<raw
+//!   body as a JSON string>"}`. `received_at` is optional: when our endpoint received that
+//!   delivery. A capture log that records it makes late deliveries (an outage, then the
+//!   backlog at once) visible, so every transaction of the line carries it as its
+//!   `received_at`; without it they carry the payload's arrival time (the ingest time, or
+//!   `ingest --received-at`). A `received_at` that is not RFC 3339 with an offset makes the
+//!   line malformed. A line whose envelope is broken, whose signature fails or whose body
+//!   is not JSON is one unit (`malformed_record` / `bad_signature`) with the whole line as
+//!   `raw`, so it can be replayed as a delivery. Otherwise each transaction is a unit with
+//!   its own JSON text as `raw`. `record` is the line number for every unit of that line;
+//!   inside a batch, rejection messages start with `item K:` (1-based position in the
+//!   batch).
 //!
 //! # Context (for `decode_unit`)
 //!
 //! * `json_webhook delivery v1`: `raw` is a whole capture line; the signature is verified
-//!   again with the current secret and every transaction in it is decoded.
-//! * `json_webhook record v1` or `json_webhook record v1 item=K`: `raw` is one transaction
-//!   from a delivery whose signature was verified when it arrived.
+//!   again with the current secret and every transaction in it is decoded (with the line's
+//!   own `received_at`, when it has one).
+//! * `json_webhook record v1`, optionally followed by ` item=K` and then by
+//!   ` received_at=<RFC 3339>`: `raw` is one transaction from a delivery whose signature was
+//!   verified when it arrived. `received_at` is there when the capture line recorded its
+//!   arrival, so a replay keeps the original arrival time; without it (older dead letters,
+//!   HTTP requests, lines without a time) the replay time is used.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -358,21 +368,32 @@ impl JsonWebhook {
             Err(error) => {
                 return whole_line(Rejection::new(
                     ErrorCode::MalformedRecord,
-                    format!("not a captured delivery {{\"headers\": {{...}}, \"body\": \"...\"}}: {error}"),
+                    format!(
+                        "not a captured delivery {{\"headers\": {{...}}, \"body\": \"...\"}} (and optionally \
+                         \"received_at\"): {error}"
+                    ),
                 ))
+            }
+        };
+        let captured_at = match envelope.received_at.map(envelope_time) {
+            None => None,
+            Some(Ok(at)) => Some(at),
+            Some(Err(message)) => {
+                return whole_line(Rejection::field(ErrorCode::MalformedRecord, "received_at", message));
             }
         };
         let headers = envelope.headers.0.iter().map(|(name, value)| (name.as_str(), value.as_str()));
         if let Err(rejection) = self.verify(headers, envelope.body.as_bytes()) {
             return whole_line(rejection);
         }
+        let received_at = captured_at.unwrap_or(received_at);
         match self.split_body(&envelope.body) {
             Err(rejection) => whole_line(rejection),
             Ok(items) => items
                 .into_iter()
                 .map(|(item, raw)| Unit {
                     raw: raw.as_bytes().to_vec(),
-                    context: record_context(item),
+                    context: record_context(item, captured_at),
                     result: self.decode_record(raw, item, received_at),
                 })
                 .collect(),
@@ -487,11 +508,52 @@ struct Unit {
     result: Result<Transaction, Rejection>,
 }
 
-fn record_context(item: Option<usize>) -> Arc<[u8]> {
-    match item {
-        Some(item) => Arc::from(format!("{CONTEXT_RECORD} item={item}").into_bytes()),
-        None => Arc::from(CONTEXT_RECORD.as_bytes()),
+/// The envelope's `received_at`: an RFC 3339 string with an offset.
+fn envelope_time(value: serde_json::Value) -> Result<DateTime<Utc>, String> {
+    match value {
+        serde_json::Value::String(text) => DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|error| format!("{} is not an RFC 3339 timestamp with an offset: {error}", quote(&text))),
+        other => {
+            let kind = match other {
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Array(_) => "an array",
+                _ => "an object",
+            };
+            Err(format!("is {kind}, expected an RFC 3339 timestamp string"))
+        }
     }
+}
+
+/// The context of one transaction: its item number in a batch, and the arrival time its
+/// capture line recorded (so a replay keeps it).
+fn record_context(item: Option<usize>, received_at: Option<DateTime<Utc>>) -> Arc<[u8]> {
+    let mut context = CONTEXT_RECORD.to_string();
+    if let Some(item) = item {
+        context.push_str(&format!(" item={item}"));
+    }
+    if let Some(at) = received_at {
+        context.push_str(&format!(" received_at={}", at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+    }
+    Arc::from(context.into_bytes())
+}
+
+/// Reads a record context (`json_webhook record v1[ item=K][ received_at=T]`).
+fn parse_record_context(context: &str) -> Option<(Option<usize>, Option<DateTime<Utc>>)> {
+    let mut rest = context.strip_prefix(CONTEXT_RECORD)?;
+    let mut item = None;
+    if let Some(after) = rest.strip_prefix(" item=") {
+        let end = after.find(' ').unwrap_or(after.len());
+        item = Some(after[..end].parse::<usize>().ok()?);
+        rest = &after[end..];
+    }
+    let mut received_at = None;
+    if let Some(after) = rest.strip_prefix(" received_at=") {
+        received_at = Some(DateTime::parse_from_rfc3339(after).ok()?.with_timezone(&Utc));
+        rest = "";
+    }
+    rest.is_empty().then_some((item, received_at))
 }
 
 /// A captured delivery, one line of a capture log.
@@ -499,6 +561,10 @@ fn record_context(item: Option<usize>) -> Arc<[u8]> {
 #[serde(deny_unknown_fields)]
 struct Envelope {
     headers: UniqueMap<String>,
+    /// When our endpoint received the delivery (RFC 3339), if the log recorded it. Any JSON
+    /// value here, so that a wrong type gets a message naming the field.
+    #[serde(default)]
+    received_at: Option<serde_json::Value>,
     body: String,
 }
 
@@ -669,7 +735,7 @@ impl Adapter for JsonWebhook {
                     sink(Decoded {
                         record: u64::try_from(position).unwrap_or(u64::MAX).saturating_add(1),
                         raw: raw.as_bytes().to_vec(),
-                        context: record_context(item),
+                        context: record_context(item, None),
                         result: self.decode_record(raw, item, context.received_at),
                     })?;
                     handed += 1;
@@ -709,14 +775,10 @@ impl Adapter for JsonWebhook {
         if context == CONTEXT_DELIVERY {
             return self.delivery_units(raw, received_at).into_iter().map(|unit| unit.result).collect();
         }
-        let item = match context.strip_prefix(CONTEXT_RECORD) {
-            Some("") => None,
-            Some(rest) => match rest.strip_prefix(" item=").and_then(|number| number.parse::<usize>().ok()) {
-                Some(item) => Some(item),
-                None => return vec![Err(unknown_context(context))],
-            },
-            None => return vec![Err(unknown_context(context))],
+        let Some((item, captured_at)) = parse_record_context(context) else {
+            return vec![Err(unknown_context(context))];
         };
+        let received_at = captured_at.unwrap_or(received_at);
         let result = match std::str::from_utf8(raw) {
             Ok(raw) => self.decode_record(raw, item, received_at),
             Err(error) => Err(Rejection::new(ErrorCode::MalformedRecord, format!("the record is not UTF-8: {error}"))),

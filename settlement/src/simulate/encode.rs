@@ -45,7 +45,8 @@ pub const BATCH_RECORDS_MAX: usize = 1_000_000;
 /// Buffer of each output file.
 pub const FILE_BUFFER_BYTES: usize = 1 << 20;
 
-const MS_PER_DAY: i64 = 86_400_000;
+pub(crate) const MS_PER_DAY: i64 = 86_400_000;
+pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
 
 // ---------------------------------------------------------------------------------------
 // Sinks
@@ -203,6 +204,39 @@ impl LocalClock {
     pub(crate) fn local_day(&mut self, utc_ms: i64) -> i64 {
         self.local_ms(utc_ms).div_euclid(MS_PER_DAY)
     }
+}
+
+/// The first instant after `utc_ms` whose local window (local time divided by `window_ms`:
+/// an hour, a day) is a later one: when a batch file of that window is complete and
+/// dropped. A window may be longer or shorter than `window_ms` when the clocks change in it.
+pub(crate) fn window_end_ms(clock: &LocalClock, utc_ms: i64, window_ms: i64) -> i64 {
+    let window = |at: i64| (at + clock.offset_exact_ms(at)).div_euclid(window_ms);
+    let current = window(utc_ms);
+    // window(low) is the current one, window(high) a later one (offsets move by hours, not days).
+    let (mut low, mut high) = (utc_ms, utc_ms.saturating_add(window_ms + MS_PER_DAY));
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if window(middle) > current {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    high
+}
+
+/// The longest local window of `window_ms` (an hour, a day) that overlaps `from_ms..to_ms`:
+/// how long a batch file's records can wait for its drop in normal operation.
+pub(crate) fn longest_window_ms(timezone: Tz, from_ms: i64, to_ms: i64, window_ms: i64) -> i64 {
+    let clock = LocalClock::new(timezone);
+    let mut start = window_end_ms(&clock, from_ms.saturating_sub(window_ms + MS_PER_HOUR), window_ms);
+    let mut longest = window_ms;
+    while start < to_ms {
+        let end = window_end_ms(&clock, start, window_ms);
+        longest = longest.max(end - start);
+        start = end;
+    }
+    longest
 }
 
 /// `YYYY-MM-DD` of a day count.
@@ -585,6 +619,8 @@ struct JsonEncoder {
     scratch: Vec<u8>,
     batch_items: usize,
     batch_started_ms: i64,
+    /// The latest delivery time among the open batch's items: when the batch is sent.
+    batch_last_ms: i64,
 }
 
 impl JsonEncoder {
@@ -646,6 +682,7 @@ impl JsonEncoder {
             scratch: Vec::with_capacity(256),
             batch_items: 0,
             batch_started_ms: 0,
+            batch_last_ms: 0,
         })
     }
 
@@ -737,8 +774,15 @@ impl JsonEncoder {
         self.layout = layout;
     }
 
-    /// Writes one capture line for `body`, signed (or deliberately mis-signed).
-    fn deliver(&mut self, body: &[u8], bad_signature: bool, sink: &mut dyn Sink) -> Result<(), SimulateError> {
+    /// Writes one capture line for `body`, signed (or deliberately mis-signed), received by
+    /// the operator's endpoint at `received_ms`.
+    fn deliver(
+        &mut self,
+        body: &[u8],
+        bad_signature: bool,
+        received_ms: i64,
+        sink: &mut dyn Sink,
+    ) -> Result<(), SimulateError> {
         let mut mac = self.mac.clone();
         mac.update(body);
         let mut signature: [u8; 32] = mac.finalize().into_bytes().into();
@@ -758,7 +802,9 @@ impl JsonEncoder {
         value.extend_from_slice(&hex_text);
         push_json_string(line, &value);
         self.scratch = value;
-        line.extend_from_slice(b"},\"body\":");
+        line.extend_from_slice(b"},\"received_at\":\"");
+        push_utc_rfc3339(line, received_ms);
+        line.extend_from_slice(b"\",\"body\":");
         push_json_string(line, body);
         line.extend_from_slice(b"}\n");
         let payload = self.day_file.as_ref().map(|file| file.payload).unwrap_or(0);
@@ -773,7 +819,7 @@ impl JsonEncoder {
             self.body.extend_from_slice(close);
         }
         let body = std::mem::take(&mut self.body);
-        self.deliver(&body, false, sink)?;
+        self.deliver(&body, false, self.batch_last_ms, sink)?;
         self.body = body;
         self.body.clear();
         self.batch_items = 0;
@@ -830,7 +876,7 @@ impl Encoder for JsonEncoder {
             let mut single = std::mem::take(&mut self.body);
             single.clear();
             self.record(event, &mut single);
-            self.deliver(&single, event.malformed == Some(ErrorCode::BadSignature), sink)?;
+            self.deliver(&single, event.malformed == Some(ErrorCode::BadSignature), event.delivered_ms, sink)?;
             single.clear();
             self.body = single;
         } else {
@@ -847,14 +893,18 @@ impl Encoder for JsonEncoder {
                     body.extend_from_slice(open);
                 }
                 self.batch_started_ms = event.delivered_ms;
+                self.batch_last_ms = event.delivered_ms;
             } else {
                 body.push(b',');
+                self.batch_last_ms = self.batch_last_ms.max(event.delivered_ms);
             }
             self.record(event, &mut body);
             self.body = body;
             self.batch_items += 1;
         }
         recorder.record(event, file, outcome, true);
+        // The capture log is complete once its last delivery arrived.
+        recorder.delivered(file, event.delivered_ms);
         Ok(())
     }
 
@@ -968,6 +1018,8 @@ impl CsvEncoder {
         let name = format!("{}.csv", date_text(day));
         let payload = sink.begin(&name).map_err(io)?;
         let file = recorder.open_file(&name);
+        // The day's settlement file is dropped when the local day is over.
+        recorder.delivered(file, window_end_ms(&self.clock, delivered_ms, MS_PER_DAY));
         let mut header = Vec::new();
         for (position, (name, _)) in self.columns.iter().enumerate() {
             if position > 0 {
@@ -1205,6 +1257,8 @@ impl FixedWidthEncoder {
         let name = format!("{}-{code}-{:05}.DAT", String::from_utf8_lossy(&name), self.sequence);
         let payload = sink.begin(&name).map_err(io)?;
         let file = recorder.open_file(&name);
+        // Every batch of a local hour is dropped when the hour is over.
+        recorder.delivered(file, window_end_ms(&self.clock, delivered_ms, MS_PER_HOUR));
         let broken = if !force_good && self.rng.gen_bool(self.malformed_batch_rate.clamp(0.0, 1.0)) {
             let how = if self.rng.gen_bool(0.5) { TrailerBreak::ControlTotal } else { TrailerBreak::RecordCount };
             let episode = recorder.episode(Scenario::MalformedBatch, "", delivered_ms, delivered_ms, name.clone());
@@ -1408,6 +1462,46 @@ impl Encoder for FixedWidthEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ms(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn batch_windows_end_at_the_local_hour_or_day_also_across_clock_changes() {
+        let london = LocalClock::new(chrono_tz::Europe::London);
+        // An ordinary hour and day.
+        assert_eq!(window_end_ms(&london, ms("2026-11-16T10:20:00Z"), MS_PER_HOUR), ms("2026-11-16T11:00:00Z"));
+        assert_eq!(window_end_ms(&london, ms("2026-11-16T10:20:00Z"), MS_PER_DAY), ms("2026-11-17T00:00:00Z"));
+        let seoul = LocalClock::new(chrono_tz::Asia::Seoul);
+        assert_eq!(window_end_ms(&seoul, ms("2026-11-16T10:20:00Z"), MS_PER_DAY), ms("2026-11-16T15:00:00Z"));
+        // 2026-10-25: 01:00-02:00 local happens twice in London; that local hour ends at
+        // 02:00 local (GMT), the day is 25 hours long.
+        assert_eq!(window_end_ms(&london, ms("2026-10-25T00:10:00Z"), MS_PER_HOUR), ms("2026-10-25T02:00:00Z"));
+        assert_eq!(window_end_ms(&london, ms("2026-10-25T01:59:59Z"), MS_PER_HOUR), ms("2026-10-25T02:00:00Z"));
+        let fall = longest_window_ms(
+            chrono_tz::Europe::London,
+            ms("2026-10-24T00:00:00Z"),
+            ms("2026-10-26T00:00:00Z"),
+            MS_PER_DAY,
+        );
+        assert_eq!(fall, 25 * MS_PER_HOUR);
+        assert_eq!(
+            longest_window_ms(
+                chrono_tz::Europe::London,
+                ms("2026-10-24T00:00:00Z"),
+                ms("2026-10-26T00:00:00Z"),
+                MS_PER_HOUR
+            ),
+            2 * MS_PER_HOUR
+        );
+        // 2026-03-29: local 01:00 does not exist; local hour 00 ends at 01:00 UTC (02:00 BST).
+        assert_eq!(window_end_ms(&london, ms("2026-03-29T00:30:00Z"), MS_PER_HOUR), ms("2026-03-29T01:00:00Z"));
+        assert_eq!(
+            longest_window_ms(chrono_tz::UTC, ms("2026-03-28T00:00:00Z"), ms("2026-03-30T00:00:00Z"), MS_PER_DAY),
+            MS_PER_DAY
+        );
+    }
 
     #[test]
     fn civil_dates_match_chrono() {

@@ -13,8 +13,39 @@
 //! * `truth.csv`: one row per labelled record, keyed `provider,provider_tx_id`;
 //!   `episodes.csv`: one row per injected anomaly; `statement_mismatches.csv`;
 //! * `manifest.csv`: every payload file in ingest order with the units, accepted,
-//!   duplicates, conflicts and rejections (by code) the ledger should report for it;
+//!   duplicates, conflicts and rejections (by code) the ledger should report for it, and
+//!   `delivered_at`, when the file was complete at the operator (below);
 //! * `summary.csv`: per scenario, its rate, opportunities, episodes and labelled records.
+//!
+//! # Delivery times and late deliveries
+//!
+//! A record is delivered when it occurs, unless a provider outage holds it back: then the
+//! whole backlog arrives at the outage's end. What the operator sees of that depends on the
+//! format, as it would with a real provider:
+//!
+//! * **Webhook capture logs** record each delivery's arrival: every line has `received_at`
+//!   (a batch delivery is sent at its latest item's delivery, within
+//!   [`encode::JSON_BATCH_WINDOW_MS`] of its first). `delivered_at` of the log file is its
+//!   last line's. Normal traffic arrives within a second; every record an outage held back
+//!   for longer than the margin is late.
+//! * **Fixed-width batch files** are dropped at the end of their local delivery hour (all
+//!   batches of an hour together, also those cut at `batch_records_max`), so records wait up
+//!   to an hour normally. An outage is late only for the records it held past their own
+//!   hour's drop by more than the margin: one inside a single hour changes nothing the
+//!   operator can see (the batch still comes at the end of that hour).
+//! * **CSV settlement files** are dropped at the end of their local business day; records
+//!   wait up to a day (23 or 25 hours on a clock change) normally. Only an outage that
+//!   pushes records into the next day's file makes them late, and only those held past
+//!   midnight by more than the margin.
+//!
+//! `manifest.csv`'s `delivered_at` is the drop time (`ingest --manifest` stamps it as
+//! `received_at`). The written `settlewatch.toml` gives each provider
+//! `[providers.reconciliation]` with `statement = "totals"` and `late_after_seconds` = its
+//! longest normal wait in this run (batch window, or the webhook batch window; a second more
+//! for formats with whole seconds) plus [`LATE_MARGIN_SECONDS`], so normal traffic is never
+//! late. One exception is labelled only indirectly: a fixed-width record held back from a
+//! broken batch (`malformed_batch`) goes into that currency's next intact batch, possibly a
+//! later hour's, and can then be late without a label of its own.
 //!
 //! Determinism: the same seed and configuration give byte-identical output. Each provider
 //! draws from its own ChaCha8 stream (seed and provider index), nothing is ordered by a
@@ -460,6 +491,9 @@ pub struct Summary {
     /// The latest `occurred_at` of any record (wins settle and withdrawals follow after the
     /// simulated duration): ingest rejects records from its future (`timestamp_in_future`).
     pub last_occurred_at: Option<DateTime<Utc>>,
+    /// The latest `delivered_at` in `manifest.csv` (a batch file is dropped at the end of its
+    /// hour or day): ingest refuses a file whose arrival is in its future.
+    pub last_delivered_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug)]
@@ -699,13 +733,13 @@ impl Plan {
         if !providers.iter().any(|provider| provider.config.role != Role::Payments) {
             return Err(invalid("providers: at least one game provider is needed"));
         }
-        let settlewatch_toml = settlewatch_toml(&providers)?;
+        let start_ms = start.timestamp_millis();
+        let duration_ms = i64::try_from(options.duration_seconds).unwrap_or(i64::MAX / 2) * 1000;
+        let settlewatch_toml = settlewatch_toml(&providers, start_ms, start_ms + duration_ms)?;
         // The configuration the files are for must build every adapter, as ingest will.
         Config::parse(&settlewatch_toml)
             .and_then(|parsed| parsed.providers().map(|_| ()))
             .map_err(|error| invalid(format!("the generated settlewatch.toml does not load: {error}")))?;
-        let start_ms = start.timestamp_millis();
-        let duration_ms = i64::try_from(options.duration_seconds).unwrap_or(i64::MAX / 2) * 1000;
         let mut plan = Plan {
             options: options.clone(),
             config: config.clone(),
@@ -749,8 +783,34 @@ impl Plan {
     }
 }
 
-/// The configuration `settlewatch ingest` needs for the simulated files.
-fn settlewatch_toml(providers: &[PlannedProvider]) -> Result<String, SimulateError> {
+/// Seconds beyond a provider's normal delivery cadence after which a record counts as a
+/// late delivery (`late_after_seconds` in the written `[providers.reconciliation]`).
+pub const LATE_MARGIN_SECONDS: u64 = 300;
+
+/// The longest a record waits for its delivery in normal operation, in milliseconds:
+/// webhook batches are sent within [`encode::JSON_BATCH_WINDOW_MS`] of their first item;
+/// a batch file holds a whole local hour (fixed width) or day (CSV), measured over the
+/// run's actual windows (a day with a clock change is 23 or 25 hours long). Records written
+/// with whole seconds may look up to a second older.
+fn normal_delivery_wait_ms(provider: &PlannedProvider, start_ms: i64, end_ms: i64) -> i64 {
+    // Wins settle and withdrawals follow after the simulated duration: two days covers them.
+    let until_ms = end_ms.saturating_add(2 * encode::MS_PER_DAY);
+    match provider.adapter {
+        AdapterConfig::JsonWebhook(_) => encode::JSON_BATCH_WINDOW_MS,
+        AdapterConfig::FixedWidth(_) => {
+            encode::longest_window_ms(provider.timezone, start_ms, until_ms, encode::MS_PER_HOUR) + 1_000
+        }
+        AdapterConfig::CsvSettlement(_) => {
+            encode::longest_window_ms(provider.timezone, start_ms, until_ms, encode::MS_PER_DAY) + 1_000
+        }
+    }
+}
+
+/// The configuration `settlewatch ingest` needs for the simulated files, with each
+/// provider's reconciliation settings: totals statements, and a lateness threshold just
+/// above its normal delivery cadence, so normal traffic is never late and an outage's
+/// backlog is where the format allows it.
+fn settlewatch_toml(providers: &[PlannedProvider], start_ms: i64, end_ms: i64) -> Result<String, SimulateError> {
     let mut root = toml::Table::new();
     let mut store = toml::Table::new();
     store.insert("url".into(), toml::Value::String("sqlite:settlewatch.db".into()));
@@ -768,6 +828,14 @@ fn settlewatch_toml(providers: &[PlannedProvider]) -> Result<String, SimulateErr
             entry.insert("revenue_share".into(), toml::Value::String(share.clone()));
         }
         entry.insert("adapter".into(), toml::Value::Table(provider.config.adapter.clone()));
+        let wait_seconds = (normal_delivery_wait_ms(provider, start_ms, end_ms).max(0) as u64).div_ceil(1_000);
+        let mut reconciliation = toml::Table::new();
+        reconciliation.insert("statement".into(), toml::Value::String("totals".into()));
+        reconciliation.insert(
+            "late_after_seconds".into(),
+            toml::Value::Integer(i64::try_from(wait_seconds + LATE_MARGIN_SECONDS).unwrap_or(i64::MAX)),
+        );
+        entry.insert("reconciliation".into(), toml::Value::Table(reconciliation));
         entries.push(toml::Value::Table(entry));
     }
     root.insert("providers".into(), toml::Value::Array(entries));
@@ -1171,12 +1239,13 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
     let mut episodes = b"episode,scenario,provider,account,start,end,detail\n".to_vec();
     let mut mismatches = statements::MISMATCH_HEADER.as_bytes().to_vec();
     let mut manifest =
-        b"file,provider,adapter,units,accepted,duplicates,conflicts,rejected,rejected_by_code\n".to_vec();
+        b"file,provider,adapter,units,accepted,duplicates,conflicts,rejected,rejected_by_code,delivered_at\n".to_vec();
     let mut episode_counts = [0u64; 12];
     let mut labelled = [0u64; 12];
     let (mut transactions, mut records, mut files, mut sessions, mut statement_lines) = (0, 0, 0, 0, 0);
     let mut fault_opportunities = 0;
     let mut last_occurred_ms = i64::MIN;
+    let mut last_delivered_ms: Option<i64> = None;
     let mut batches = 0u64;
     for (index, result) in results {
         let recorder = &result.recorder;
@@ -1201,9 +1270,9 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
         for file in &recorder.files {
             let rejected: u64 = file.rejected.values().sum();
             let codes: Vec<String> = file.rejected.iter().map(|(code, count)| format!("{code}={count}")).collect();
-            let _ = writeln!(
+            let _ = write!(
                 manifest,
-                "{},{},{adapter},{},{},{},{},{rejected},{}",
+                "{},{},{adapter},{},{},{},{},{rejected},{},",
                 file.name,
                 provider.config.name,
                 file.units,
@@ -1212,6 +1281,11 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
                 file.conflicts,
                 codes.join(";")
             );
+            if let Some(delivered_ms) = file.delivered_ms {
+                encode::push_utc_rfc3339(&mut manifest, delivered_ms);
+                last_delivered_ms = last_delivered_ms.max(Some(delivered_ms));
+            }
+            manifest.push(b'\n');
             if adapter == "fixed_width" {
                 batches += 1;
             }
@@ -1276,5 +1350,6 @@ fn write_outputs(plan: &Plan, results: &[(usize, ProviderResult)]) -> Result<Sum
     }
     std::fs::write(out.join("summary.csv"), summary_csv)?;
     let last_occurred_at = DateTime::from_timestamp_millis(last_occurred_ms).filter(|_| last_occurred_ms != i64::MIN);
-    Ok(Summary { transactions, records, files, sessions, scenarios, last_occurred_at })
+    let last_delivered_at = last_delivered_ms.and_then(DateTime::from_timestamp_millis);
+    Ok(Summary { transactions, records, files, sessions, scenarios, last_occurred_at, last_delivered_at })
 }

@@ -291,6 +291,9 @@ pub struct FileTally {
     pub duplicates: u64,
     pub conflicts: u64,
     pub rejected: BTreeMap<ErrorCode, u64>,
+    /// When the file was complete at the operator (UTC milliseconds): its last capture
+    /// line's arrival, or the drop at the end of a batch file's hour or day.
+    pub delivered_ms: Option<i64>,
 }
 
 /// Statement totals key: (business day, currency index, kind).
@@ -344,6 +347,12 @@ impl Recorder {
     pub fn open_file(&mut self, name: &str) -> usize {
         self.files.push(FileTally { name: format!("{}/{name}", self.provider), ..FileTally::default() });
         self.files.len() - 1
+    }
+
+    /// The file was (also) delivered at `at_ms`: it is complete at the latest such time.
+    pub fn delivered(&mut self, file: usize, at_ms: i64) {
+        let tally = &mut self.files[file];
+        tally.delivered_ms = Some(tally.delivered_ms.map_or(at_ms, |known| known.max(at_ms)));
     }
 
     /// Opens an episode owned by this provider; returns its number.

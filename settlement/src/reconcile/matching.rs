@@ -132,6 +132,8 @@ pub enum MatchError {
     DuplicateLedgerId { provider_tx_id: String, first_seq: i64, second_seq: i64 },
     #[error("amount overflow while summing {what}")]
     AmountOverflow { what: String },
+    #[error("count overflow while adding up {what}")]
+    CountOverflow { what: String },
 }
 
 /// Reconciles one period; see the module docs for the contract and the rules.
@@ -297,7 +299,10 @@ impl<'a> Run<'a> {
 
     fn note_statement(&mut self, currency: CurrencyCode, count: u64, amount: Decimal) -> Result<(), MatchError> {
         let tally = self.statement_figures.entry(currency).or_default();
-        tally.count += count;
+        tally.count = tally
+            .count
+            .checked_add(count)
+            .ok_or_else(|| MatchError::CountOverflow { what: format!("the statement's {currency} counts") })?;
         tally.amount = checked_add(tally.amount, amount, || format!("the statement's {currency} amounts"))?;
         Ok(())
     }
@@ -1616,5 +1621,8 @@ mod tests {
         ledger[1].amount = Decimal::MAX;
         let error = reconcile(&period(), &ReconRules::default(), &ledger, StatementSide::Totals(&[])).unwrap_err();
         assert!(matches!(error, MatchError::AmountOverflow { .. }), "{error}");
+        let rows = [row(1, usd(), Kind::Bet, u64::MAX, "1"), row(2, usd(), Kind::Win, 1, "1")];
+        let error = reconcile(&period(), &ReconRules::default(), &[], StatementSide::Totals(&rows)).unwrap_err();
+        assert!(matches!(error, MatchError::CountOverflow { .. }), "{error}");
     }
 }

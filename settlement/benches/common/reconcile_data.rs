@@ -21,7 +21,7 @@ pub fn period() -> ReconPeriod {
 }
 
 /// `count` entries spread over the middle of the day (clear of the cut-off windows), three
-/// currencies, bets and wins, amounts from 0.01 to 100.00.
+/// currencies, bets and wins (six totals rows), amounts from 0.01 to 100.00.
 pub fn ledger(count: usize) -> Vec<LedgerEntry> {
     let currencies = ["USD", "EUR", "KRW"].map(|code| CurrencyCode::parse(code).unwrap());
     let start: DateTime<Utc> = period().from + Duration::hours(1);
@@ -32,7 +32,7 @@ pub fn ledger(count: usize) -> Vec<LedgerEntry> {
             LedgerEntry {
                 seq: i as i64 + 1,
                 provider_tx_id: format!("tx-{i:09}"),
-                kind: if i % 3 == 0 { Kind::Win } else { Kind::Bet },
+                kind: if (i / 3) % 4 == 0 { Kind::Win } else { Kind::Bet },
                 currency: currencies[i % currencies.len()],
                 amount: Decimal::new((i as i64 * 7919) % 10_000 + 1, 2),
                 occurred_at,

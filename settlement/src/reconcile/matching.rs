@@ -132,6 +132,8 @@ pub enum MatchError {
     DuplicateLedgerId { provider_tx_id: String, first_seq: i64, second_seq: i64 },
     #[error("amount overflow while summing {what}")]
     AmountOverflow { what: String },
+    #[error("count overflow while adding up {what}")]
+    CountOverflow { what: String },
 }
 
 /// Reconciles one period; see the module docs for the contract and the rules.
@@ -167,6 +169,10 @@ enum State {
     /// Paired with a line, with a break (amount or currency).
     Disputed,
 }
+
+/// The order in which entries of one (currency, kind, amount) are taken by lines without an
+/// id: entries of the period first, then the earliest, then the lowest `seq`.
+type Rank = (bool, DateTime<Utc>, i64);
 
 /// How a one-to-one pairing was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +303,10 @@ impl<'a> Run<'a> {
 
     fn note_statement(&mut self, currency: CurrencyCode, count: u64, amount: Decimal) -> Result<(), MatchError> {
         let tally = self.statement_figures.entry(currency).or_default();
-        tally.count += count;
+        tally.count = tally
+            .count
+            .checked_add(count)
+            .ok_or_else(|| MatchError::CountOverflow { what: format!("the statement's {currency} counts") })?;
         tally.amount = checked_add(tally.amount, amount, || format!("the statement's {currency} amounts"))?;
         Ok(())
     }
@@ -628,28 +637,30 @@ impl<'a> Run<'a> {
     ) -> Result<(), MatchError> {
         let window = i64::from(self.rules.date_window_days);
         let ledger = self.ledger;
-        let mut candidates: Vec<u32> = (0..ledger.len())
-            .filter(|&entry| self.state[entry] == State::Unmatched && self.day_offset(&ledger[entry]).abs() <= window)
-            .map(|entry| entry as u32)
-            .collect();
         let (from, to) = (self.period.from, self.period.to);
         let rank = move |entry: &LedgerEntry| {
             let outside = entry.occurred_at < from || entry.occurred_at >= to;
             (outside, entry.occurred_at, entry.seq)
         };
-        candidates.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&ledger[a as usize], &ledger[b as usize]);
-            (a.currency, a.kind, a.amount, rank(a)).cmp(&(b.currency, b.kind, b.amount, rank(b)))
-        });
-        // (currency, kind, amount) → [next, end) in `candidates`; `next` moves past taken entries.
-        let mut buckets: HashMap<(CurrencyCode, Kind, Decimal), (usize, usize)> = HashMap::new();
+        // Each (currency, kind, amount) gets a bucket number; the candidates are sorted by
+        // (bucket, rank) on plain values, without touching the entries again.
+        let mut bucket_of: HashMap<(CurrencyCode, Kind, Decimal), u32> = HashMap::new();
+        let mut keyed: Vec<(u32, Rank, u32)> = Vec::new();
+        for (entry, ledger_entry) in ledger.iter().enumerate() {
+            if self.state[entry] != State::Unmatched || self.day_offset(ledger_entry).abs() > window {
+                continue;
+            }
+            let next = bucket_of.len() as u32;
+            let bucket =
+                *bucket_of.entry((ledger_entry.currency, ledger_entry.kind, ledger_entry.amount)).or_insert(next);
+            keyed.push((bucket, rank(ledger_entry), entry as u32));
+        }
+        keyed.sort_unstable();
+        // Bucket b's candidates are `keyed[next..end]`; `next` moves past taken entries.
+        let mut ranges: Vec<(usize, usize)> = vec![(0, 0); bucket_of.len()];
         let mut start = 0;
-        for group in candidates.chunk_by(|&a, &b| {
-            let (a, b) = (&ledger[a as usize], &ledger[b as usize]);
-            a.currency == b.currency && a.kind == b.kind && a.amount == b.amount
-        }) {
-            let first = &ledger[group[0] as usize];
-            buckets.insert((first.currency, first.kind, first.amount), (start, start + group.len()));
+        for group in keyed.chunk_by(|a, b| a.0 == b.0) {
+            ranges[group[0].0 as usize] = (start, start + group.len());
             start += group.len();
         }
         for &number in pending {
@@ -658,28 +669,23 @@ impl<'a> Run<'a> {
                 Some(kind) => std::slice::from_ref(kind),
                 None => &Kind::ALL,
             };
-            let mut best: Option<(usize, (CurrencyCode, Kind, Decimal))> = None;
+            // The best head among the line's buckets: (rank, bucket, entry).
+            let mut best: Option<(Rank, u32, u32)> = None;
             for &kind in kinds {
-                let key = (line.currency, kind, line.amount);
-                let Some(&(next, end)) = buckets.get(&key) else { continue };
+                let Some(&bucket) = bucket_of.get(&(line.currency, kind, line.amount)) else { continue };
+                let (next, end) = ranges[bucket as usize];
                 if next >= end {
                     continue;
                 }
-                let entry = candidates[next] as usize;
-                let better = match best {
-                    None => true,
-                    Some((current, _)) => rank(&ledger[entry]) < rank(&ledger[current]),
-                };
-                if better {
-                    best = Some((entry, key));
+                let (_, head_rank, entry) = keyed[next];
+                if best.is_none_or(|(best_rank, _, _)| head_rank < best_rank) {
+                    best = Some((head_rank, bucket, entry));
                 }
             }
-            let Some((entry, key)) = best else { continue };
-            if let Some(bucket) = buckets.get_mut(&key) {
-                bucket.0 += 1;
-            }
+            let Some((_, bucket, entry)) = best else { continue };
+            ranges[bucket as usize].0 += 1;
             used[number as usize] = true;
-            self.compare_one(line, entry, Pairing::ByReference)?;
+            self.compare_one(line, entry as usize, Pairing::ByReference)?;
         }
         Ok(())
     }
@@ -1616,5 +1622,8 @@ mod tests {
         ledger[1].amount = Decimal::MAX;
         let error = reconcile(&period(), &ReconRules::default(), &ledger, StatementSide::Totals(&[])).unwrap_err();
         assert!(matches!(error, MatchError::AmountOverflow { .. }), "{error}");
+        let rows = [row(1, usd(), Kind::Bet, u64::MAX, "1"), row(2, usd(), Kind::Win, 1, "1")];
+        let error = reconcile(&period(), &ReconRules::default(), &[], StatementSide::Totals(&rows)).unwrap_err();
+        assert!(matches!(error, MatchError::CountOverflow { .. }), "{error}");
     }
 }

@@ -380,7 +380,7 @@ fn report_table(timezone: &str, report: &DayReport) -> String {
         *by_class.entry((stored.found.class, stored.status)).or_default() += 1;
     }
     for ((class, status), count) in by_class {
-        let _ = writeln!(out, "    {class:<22} {status:<19} {count}");
+        let _ = writeln!(out, "    {:<22} {:<19} {count}", class.as_str(), status.as_str());
     }
     out.push_str(&breaks_table(&report.breaks, run.recorded_at));
     out
@@ -405,8 +405,8 @@ fn breaks_table(breaks: &[StoredBreak], now: DateTime<Utc>) -> String {
             stored.id,
             stored.provider,
             stored.business_date,
-            stored.status,
-            found.class,
+            stored.status.as_str(),
+            found.class.as_str(),
             text(&found.currency.as_ref().map(CurrencyCode::as_str)),
             text(&found.kind),
             found.difference,

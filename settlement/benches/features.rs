@@ -70,6 +70,20 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The same without any break state: the cost of the break lookup, in the same run.
+    let mut without_breaks = FeatureExtractor::new(FeatureConfig::default());
+    for transaction in &transactions {
+        without_breaks.extract(transaction, &mut out);
+    }
+    group.bench_function("extract_steady_state_without_breaks", |b| {
+        b.iter(|| {
+            for transaction in &transactions {
+                without_breaks.extract(black_box(transaction), &mut out);
+            }
+            black_box(&out);
+        })
+    });
+
     // From empty state, with the output matrix (training).
     group.bench_function("extract_batch_from_empty", |b| {
         b.iter(|| black_box(extract_batch(FeatureConfig::default(), &transactions, &events)))

@@ -73,8 +73,9 @@ pub(crate) struct ProviderBreaks {
     uncounted_times: u64,
     /// The earliest opening among those not kept (a lower bound once some have closed).
     uncounted_floor_nanos: i64,
-    /// The oldest open break's opening, cached for the hot path.
+    /// The oldest open break's opening and `ln(1 + open breaks)`, cached for the hot path.
     oldest_nanos: Option<i64>,
+    open_count_log: f64,
     opened_decayed: f64,
     opened_last_nanos: i64,
     opened_any: bool,
@@ -142,6 +143,7 @@ impl ProviderBreaks {
     }
 
     fn refresh_oldest(&mut self) {
+        self.open_count_log = (self.open_count() as f64).ln_1p();
         self.oldest_nanos = match self.kept.first_key_value() {
             Some((&oldest, _)) => Some(oldest),
             None if self.uncounted_times > 0 => Some(self.uncounted_floor_nanos),
@@ -152,6 +154,11 @@ impl ProviderBreaks {
     /// Open breaks (kept and not).
     pub(crate) fn open_count(&self) -> u64 {
         (self.kept_count as u64).saturating_add(self.uncounted_times)
+    }
+
+    /// `ln(1 + open breaks)`.
+    pub(crate) fn open_count_log(&self) -> f64 {
+        self.open_count_log
     }
 
     /// The oldest open break's opening instant, if any is open.
@@ -231,6 +238,7 @@ mod tests {
         breaks.open(10, 8, WINDOW);
         breaks.open(10, 8, WINDOW);
         assert_eq!((breaks.open_count(), breaks.oldest_nanos()), (3, Some(10)));
+        assert_eq!(breaks.open_count_log(), 4f64.ln());
         assert!(breaks.close(10));
         assert_eq!((breaks.open_count(), breaks.oldest_nanos()), (2, Some(10)));
         assert!(breaks.close(10));

@@ -77,8 +77,8 @@
 //! An account is keyed by its id alone (one player across providers, as in the ledger's
 //! `player:{account}`); games, sessions and rounds by provider and id.
 //! Each entity (account, game, session, round, provider, provider with breaks) lives in a
-//! table capped by its `*_max` in [`FeatureConfig`], with CLOCK eviction (least recently seen, approximately;
-//! see `table.rs`). Keys are 64-bit hashes of the identifiers, so no strings are stored:
+//! table capped by its `*_max` in [`FeatureConfig`], with CLOCK eviction (least recently
+//! seen, approximately; see `table.rs`). Keys are 64-bit hashes of the identifiers, so no strings are stored:
 //! with 1,000,000 accounts the whole state is estimated at about 300 bytes per account,
 //! index included, and the process's peak RSS grows by about 340 bytes per account
 //! (`settlewatch features bench`; BENCHMARKS.md). In steady state (tables at their limit,
@@ -799,9 +799,9 @@ impl FeatureExtractor {
             (provider.rejected / events, provider.duplicates / events, provider.conflicts / events);
 
         // Reconciliation breaks of the provider (no lookup while no provider has any).
-        let (open_breaks, oldest_break_age_hours, breaks_opened) = match self.breaks.find(provider_key) {
+        let (open_breaks_log, oldest_break_age_hours, breaks_opened) = match self.breaks.find(provider_key) {
             Some(breaks) => (
-                breaks.open_count() as f64,
+                breaks.open_count_log(),
                 breaks.oldest_nanos().map_or(0.0, |oldest| seconds_between(at, oldest).max(0.0) / SECONDS_PER_HOUR),
                 breaks.opened_decayed_at(at, config.provider_break_window_seconds),
             ),
@@ -834,7 +834,7 @@ impl FeatureExtractor {
             rejected_share,
             duplicate_share,
             conflict_share,
-            open_breaks.ln_1p(),
+            open_breaks_log,
             oldest_break_age_hours.ln_1p(),
             breaks_opened,
             delay,

@@ -68,7 +68,7 @@ fn export_writes_the_library_vectors_in_seq_order_with_labels() {
     assert_eq!(&header[2..header.len() - 1], SCHEMA.names);
     assert_eq!(header.last(), Some(&"label"));
 
-    let expected = extract_batch(FeatureConfig::default(), stored.iter().map(|stored| &stored.transaction));
+    let expected = extract_batch(FeatureConfig::default(), stored.iter().map(|stored| &stored.transaction), &[]);
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), stored.len());
     for (index, (row, stored)) in rows.iter().zip(&stored).enumerate() {

@@ -194,7 +194,9 @@ fn the_shipped_default_model_loads_and_matches_this_builds_feature_schema() {
     let artifact = Artifact::load(&path).expect("models/default loads");
     let schema = &artifact.metadata.feature_schema;
     // A changed feature schema must come with a retrained default model (README has the command).
-    settlement::features::SCHEMA.check(&schema.name, schema.version, &schema.names).unwrap();
+    if let Err(error) = settlement::features::SCHEMA.check(&schema.name, schema.version, &schema.names) {
+        panic!("models/default is refused: {error}; retrain it with the command in README.md");
+    }
     assert_eq!(artifact.metadata.model_kind, "ensemble");
     assert!(!artifact.metadata.thresholds.is_empty());
     let typical = artifact.metadata.feature_medians.clone();

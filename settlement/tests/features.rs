@@ -1,7 +1,9 @@
-//! Feature extraction: streaming and batch give bit-identical vectors, hand-computed
-//! values of each feature family, bounded state under eviction, no NaN or infinity for
-//! any input, a stable schema fingerprint with clear mismatch errors, and the store read
-//! that training uses (real SQLite file; PostgreSQL when `SETTLEWATCH_TEST_PG` is set).
+//! Feature extraction: streaming and batch give bit-identical vectors (with reconciliation
+//! break events noted while streaming and replayed by the batch), hand-computed values of
+//! each feature family, bounded state under eviction, no NaN or infinity for any input, a
+//! stable schema fingerprint with clear mismatch errors (a v1 model is refused), and the
+//! store read that training uses (real SQLite file; PostgreSQL when `SETTLEWATCH_TEST_PG`
+//! is set).
 
 mod common;
 
@@ -13,8 +15,8 @@ use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use settlement::features::{
-    extract_batch, FeatureConfig, FeatureExtractor, Refusal, SchemaMismatch, FEATURE_COUNT, SCHEMA,
-    SECONDS_SINCE_PREVIOUS_MAX,
+    extract_batch, BreakChange, BreakEvent, BreakReplay, FeatureConfig, FeatureExtractor, Refusal, SchemaMismatch,
+    FEATURE_COUNT, SCHEMA, SECONDS_SINCE_PREVIOUS_MAX,
 };
 use settlement::generate::{Generator, GeneratorConfig};
 use settlement::ingest::Committer;
@@ -119,10 +121,55 @@ fn varied(count: usize, seed: u64, accounts: u32) -> Vec<Transaction> {
         .collect()
 }
 
+fn opened(provider: &str, at: DateTime<Utc>) -> BreakEvent {
+    BreakEvent { provider: provider.into(), at, change: BreakChange::Opened }
+}
+
+fn closed(provider: &str, at: DateTime<Utc>, opened_at: DateTime<Utc>) -> BreakEvent {
+    BreakEvent { provider: provider.into(), at, change: BreakChange::Closed { opened_at } }
+}
+
+/// Break events in time order over the span of `transactions` (the generator's providers):
+/// some before the first transaction, two at one instant, closes of earlier breaks, a close
+/// of a break never opened, and some after the last transaction.
+fn break_events(transactions: &[Transaction]) -> Vec<BreakEvent> {
+    let first = transactions.iter().map(|transaction| transaction.occurred_at).min().unwrap();
+    let mut events =
+        vec![opened("provider-0", first - Duration::hours(30)), opened("provider-1", first - Duration::hours(2))];
+    let mut open: Vec<(String, DateTime<Utc>)> = Vec::new();
+    for step in 0..400i64 {
+        let at = first + Duration::milliseconds(step * 50);
+        let provider = format!("provider-{}", step % 5);
+        events.push(opened(&provider, at));
+        if step % 7 == 0 {
+            events.push(opened(&provider, at));
+        }
+        open.push((provider, at));
+        if step % 3 == 2 {
+            let (provider, opened_at) = open.remove((step as usize * 7) % open.len());
+            events.push(closed(&provider, at, opened_at));
+        }
+        if step == 100 {
+            events.push(closed("provider-4", at, first - Duration::days(9)));
+        }
+    }
+    let last = transactions.iter().map(|transaction| transaction.occurred_at).max().unwrap();
+    events.push(opened("provider-2", last + Duration::seconds(1)));
+    events.push(closed("provider-0", last + Duration::seconds(2), first - Duration::hours(30)));
+    events
+}
+
 #[test]
 fn streaming_and_batch_give_bit_identical_vectors() {
-    let transactions = varied(20_000, 11, 300);
-    let batch = extract_batch(FeatureConfig::default(), &transactions);
+    let mut transactions = varied(20_000, 11, 300);
+    // Some arrive late (an occurred-at before the transactions around them in seq order).
+    for transaction in transactions.iter_mut().step_by(97) {
+        transaction.occurred_at -= Duration::seconds(3);
+    }
+    let events = break_events(&transactions);
+    // The batch takes the events in any order; reversed here.
+    let reversed: Vec<BreakEvent> = events.iter().rev().cloned().collect();
+    let batch = extract_batch(FeatureConfig::default(), &transactions, &reversed);
     assert_eq!((batch.n_rows, batch.n_cols), (transactions.len(), FEATURE_COUNT));
 
     // Streaming, one at a time, interleaved with another extractor on other data, with
@@ -132,7 +179,15 @@ fn streaming_and_batch_give_bit_identical_vectors() {
     let other_transactions = varied(20_000, 12, 50);
     let mut out = [0.0; FEATURE_COUNT];
     let mut scratch = [0.0; FEATURE_COUNT];
+    // Serving notes each event once the stream has reached its instant: before the first
+    // transaction (in seq order) that occurred at or after it.
+    let mut next_event = 0;
     for (row, transaction) in transactions.iter().enumerate() {
+        while next_event < events.len() && events[next_event].at <= transaction.occurred_at {
+            streaming.note_break(&events[next_event]);
+            other.note_break(&events[events.len() - 1 - next_event]);
+            next_event += 1;
+        }
         other.extract(&other_transactions[row], &mut scratch);
         let noise: Vec<u64> = (0..row % 17).map(|i| i as u64 * 3).collect();
         std::hint::black_box(noise);
@@ -145,8 +200,18 @@ fn streaming_and_batch_give_bit_identical_vectors() {
             std::hint::black_box(streaming.stats());
         }
     }
+    let stats = streaming.stats();
+    assert!(next_event < events.len(), "some events come after the last transaction");
+    assert_eq!(stats.break_closes_unmatched, 1, "{stats:?}");
     // The vectors are not trivial: features vary across rows.
-    for column in [index("account_count_1h"), index("amount_robust_z_account"), index("game_rtp_realised_1h")] {
+    for column in [
+        index("account_count_1h"),
+        index("amount_robust_z_account"),
+        index("game_rtp_realised_1h"),
+        index("provider_open_breaks_log"),
+        index("provider_oldest_break_age_log"),
+        index("provider_breaks_opened_1d"),
+    ] {
         let first = batch.row(0)[column];
         assert!(batch.rows().any(|row| row[column] != first), "{} is constant", SCHEMA.names[column]);
     }
@@ -330,6 +395,173 @@ fn turnover_median_delay_provider_shares_and_kind_by_hand() {
 }
 
 #[test]
+fn break_features_by_hand_and_closing_reduces_them() {
+    let mut extractor = FeatureExtractor::new(FeatureConfig::default());
+    let at = |seconds: i64| start() + Duration::seconds(seconds);
+    let run = |extractor: &mut FeatureExtractor, transaction: Transaction| {
+        let mut out = [0.0; FEATURE_COUNT];
+        extractor.extract(&transaction, &mut out);
+        out
+    };
+    let before = run(&mut extractor, tx("1", Kind::Bet, "a", "1", 0));
+    for name in ["provider_open_breaks_log", "provider_oldest_break_age_log", "provider_breaks_opened_1d"] {
+        assert_feature!(before, name, 0.0);
+    }
+    // Two breaks of evo, opened at 10:00 and 10:30.
+    extractor.note_break(&opened("evo", at(0)));
+    extractor.note_break(&opened("evo", at(1800)));
+    let day = 86_400.0f64;
+    let two = run(&mut extractor, tx("2", Kind::Bet, "a", "1", 3600));
+    assert_feature!(two, "provider_open_breaks_log", 3f64.ln());
+    // The oldest opened one hour before this transaction.
+    assert_feature!(two, "provider_oldest_break_age_log", 2f64.ln());
+    // Opened at 0 and 1800 s, seen at 3600 s with τ = 1 day.
+    assert_feature!(two, "provider_breaks_opened_1d", (-3600.0 / day).exp() + (-1800.0 / day).exp());
+    // Another provider's transaction sees none of them.
+    let mut other = tx("3", Kind::Bet, "a", "1", 3600);
+    other.provider = "pragmatic".into();
+    let other = run(&mut extractor, other);
+    assert_feature!(other, "provider_open_breaks_log", 0.0);
+    assert_feature!(other, "provider_oldest_break_age_log", 0.0);
+    assert_feature!(other, "provider_breaks_opened_1d", 0.0);
+
+    // Closing the 10:00 break: one open, the oldest now 10:30.
+    extractor.note_break(&closed("evo", at(5400), at(0)));
+    let one = run(&mut extractor, tx("4", Kind::Bet, "a", "1", 7200));
+    assert_feature!(one, "provider_open_breaks_log", 2f64.ln());
+    assert_feature!(one, "provider_oldest_break_age_log", 2.5f64.ln());
+    // Closing does not undo the openings' rate.
+    assert_feature!(one, "provider_breaks_opened_1d", (-7200.0 / day).exp() + (-5400.0 / day).exp());
+    assert!(one[index("provider_open_breaks_log")] < two[index("provider_open_breaks_log")]);
+    // A transaction that occurred before the oldest opening: age 0 (no negative age).
+    let late = run(&mut extractor, tx("5", Kind::Bet, "a", "1", 1000));
+    assert_feature!(late, "provider_open_breaks_log", 2f64.ln());
+    assert_feature!(late, "provider_oldest_break_age_log", 0.0);
+
+    // A close of a break this extractor never saw changes nothing and is counted.
+    extractor.note_break(&closed("evo", at(7300), at(-86_400)));
+    extractor.note_break(&closed("nobody", at(7300), at(0)));
+    assert_eq!(extractor.stats().break_closes_unmatched, 2);
+    let same = run(&mut extractor, tx("6", Kind::Bet, "a", "1", 7200));
+    assert_eq!(same[index("provider_open_breaks_log")], one[index("provider_open_breaks_log")]);
+
+    // Two breaks opened at one instant are two; closing one leaves the other.
+    extractor.note_break(&opened("evo", at(9000)));
+    extractor.note_break(&opened("evo", at(9000)));
+    extractor.note_break(&closed("evo", at(9000), at(1800)));
+    extractor.note_break(&closed("evo", at(9000), at(9000)));
+    let again = run(&mut extractor, tx("7", Kind::Bet, "a", "1", 9000 + 3 * 3600));
+    assert_feature!(again, "provider_open_breaks_log", 2f64.ln());
+    assert_feature!(again, "provider_oldest_break_age_log", 4f64.ln());
+    extractor.note_break(&closed("evo", at(20_000), at(9000)));
+    let none = run(&mut extractor, tx("8", Kind::Bet, "a", "1", 20_000));
+    assert_feature!(none, "provider_open_breaks_log", 0.0);
+    assert_feature!(none, "provider_oldest_break_age_log", 0.0);
+    assert!(none[index("provider_breaks_opened_1d")] > 3.0);
+    let stats = extractor.stats();
+    assert_eq!((stats.break_providers, stats.open_breaks, stats.break_closes_unmatched), (1, 0, 2));
+}
+
+#[test]
+fn break_replay_applies_an_event_from_the_first_transaction_at_or_after_it() {
+    // Transactions at 0, 10, 5 (late) and 20 s; a break opened at 5 s and closed at 20 s.
+    let transactions = [
+        tx("1", Kind::Bet, "a", "1", 0),
+        tx("2", Kind::Bet, "a", "1", 10),
+        tx("3", Kind::Bet, "a", "1", 5),
+        tx("4", Kind::Bet, "a", "1", 20),
+    ];
+    let at = |seconds: i64| start() + Duration::seconds(seconds);
+    let events = [closed("evo", at(20), at(5)), opened("evo", at(5))];
+    let batch = extract_batch(FeatureConfig::default(), &transactions, &events);
+    let open: Vec<f64> = batch.rows().map(|row| row[index("provider_open_breaks_log")]).collect();
+    // Not before it; from the transaction at 10 s on, the late one at 5 s included; closed
+    // at the transaction at 20 s (an event at the transaction's instant applies to it).
+    assert_eq!(open, [0.0, 2f64.ln(), 2f64.ln(), 0.0]);
+
+    let mut replay = BreakReplay::new(&events);
+    let mut extractor = FeatureExtractor::new(FeatureConfig::default());
+    assert_eq!(replay.apply_until(&mut extractor, at(4)), 0);
+    assert_eq!(replay.apply_until(&mut extractor, at(5)), 1);
+    assert_eq!(replay.pending(), 1);
+    assert_eq!(extractor.stats().open_breaks, 1);
+}
+
+#[test]
+fn break_state_is_bounded_per_provider_and_in_providers() {
+    let config =
+        FeatureConfig { break_providers_max: 4, open_break_times_per_provider_max: 8, ..FeatureConfig::default() };
+    let mut extractor = FeatureExtractor::new(config.clone());
+    let mut out = [0.0; FEATURE_COUNT];
+    let mut memory_full = 0;
+    // 50 providers in turn, each opening 10 breaks at distinct instants.
+    for provider in 0..50 {
+        for step in 0..10 {
+            extractor.note_break(&opened(&format!("p{provider}"), start() + Duration::seconds(provider * 10 + step)));
+        }
+        if provider == 3 {
+            memory_full = extractor.stats().memory_bytes;
+        }
+    }
+    let stats = extractor.stats();
+    assert_eq!(stats.break_providers, 4);
+    assert_eq!(stats.open_breaks, 40, "four providers of ten open breaks each: {stats:?}");
+    assert_eq!(stats.memory_bytes, memory_full, "memory grew once the break table was full");
+    // An evicted provider's breaks are forgotten: its closes are unmatched.
+    extractor.note_break(&closed("p0", start() + Duration::seconds(600), start()));
+    assert_eq!(extractor.stats().break_closes_unmatched, 1);
+
+    // Beyond the per-provider cap: the count stays exact, the age is of the oldest.
+    let mut extractor = FeatureExtractor::new(config);
+    for step in 0..100 {
+        extractor.note_break(&opened("evo", start() + Duration::seconds(step)));
+    }
+    let hours = 2.0f64;
+    extractor.extract(&tx("1", Kind::Bet, "a", "1", 7200), &mut out);
+    assert_feature!(out, "provider_open_breaks_log", 101f64.ln());
+    assert_feature!(out, "provider_oldest_break_age_log", hours.ln_1p());
+    // Close the eight kept (the oldest, 0..7 s): 92 open; the oldest, 8 s, was not kept, and
+    // its age is taken from the earliest opening that went over the cap, which is exactly it.
+    for step in 0..8 {
+        extractor.note_break(&closed("evo", start() + Duration::seconds(7200), start() + Duration::seconds(step)));
+    }
+    extractor.extract(&tx("2", Kind::Bet, "a", "1", 7208), &mut out);
+    assert_feature!(out, "provider_open_breaks_log", 93f64.ln());
+    assert_feature!(out, "provider_oldest_break_age_log", hours.ln_1p());
+    // Closing the uncounted ones brings the count down to zero, exactly.
+    for step in 8..100 {
+        extractor.note_break(&closed("evo", start() + Duration::seconds(7300), start() + Duration::seconds(step)));
+    }
+    extractor.extract(&tx("3", Kind::Bet, "a", "1", 7300), &mut out);
+    assert_feature!(out, "provider_open_breaks_log", 0.0);
+    assert_feature!(out, "provider_oldest_break_age_log", 0.0);
+    assert_eq!(extractor.stats().break_closes_unmatched, 0);
+}
+
+#[test]
+fn a_v1_model_is_refused_naming_the_schema_version() {
+    // The shipped default model's metadata as it was under schema v1 (models/default before
+    // the break features; copied, since models/default is retrained for v2).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/features/transaction-v1-metadata.json");
+    let metadata: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let schema = &metadata["feature_schema"];
+    let names: Vec<&str> = schema["names"].as_array().unwrap().iter().map(|name| name.as_str().unwrap()).collect();
+    let version = schema["version"].as_u64().unwrap() as u32;
+    assert_eq!((schema["name"].as_str(), version, names.len()), (Some("transaction"), 1, 40));
+    let error = SCHEMA.check(schema["name"].as_str().unwrap(), version, &names).unwrap_err();
+    assert!(matches!(error, SchemaMismatch::Version { expected: 2, found: 1, .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "feature schema transaction version differs: the model was trained on version 1, this build computes version 2"
+    );
+    // v2 is v1 with the three break features after the provider shares, nothing else.
+    let breaks = ["provider_open_breaks_log", "provider_oldest_break_age_log", "provider_breaks_opened_1d"];
+    let v2_without_breaks: Vec<&str> = SCHEMA.names.iter().copied().filter(|name| !breaks.contains(name)).collect();
+    assert_eq!(v2_without_breaks, names);
+    assert_eq!(&SCHEMA.names[index("provider_conflict_share_10m") + 1..][..3], breaks);
+}
+
+#[test]
 fn eviction_keeps_state_bounded_and_a_returning_account_starts_fresh() {
     let config = FeatureConfig {
         accounts_max: 1000,
@@ -372,6 +604,11 @@ fn extract_allocates_nothing_in_steady_state() {
     // Known entities: a second pass over the same transactions.
     let transactions = varied(5_000, 21, 200);
     let mut extractor = FeatureExtractor::new(FeatureConfig::default());
+    // Open breaks at some providers, so the break lookup is on the path measured.
+    for event in break_events(&transactions) {
+        extractor.note_break(&event);
+    }
+    assert!(extractor.stats().open_breaks > 0);
     let mut out = [0.0; FEATURE_COUNT];
     for transaction in &transactions {
         extractor.extract(transaction, &mut out);
@@ -440,21 +677,21 @@ fn schema_fingerprint_is_stable_and_mismatches_say_what_differs() {
     assert_eq!(unique.len(), FEATURE_COUNT, "feature names are unique");
 
     let names: Vec<String> = SCHEMA.names.iter().map(|n| n.to_string()).collect();
-    assert_eq!(SCHEMA.check("transaction", 1, &names), Ok(()));
+    assert_eq!(SCHEMA.check("transaction", 2, &names), Ok(()));
 
-    let error = SCHEMA.check("transaction", 2, &names).unwrap_err();
-    assert!(matches!(error, SchemaMismatch::Version { expected: 1, found: 2, .. }));
-    assert!(error.to_string().contains("version 2") && error.to_string().contains("version 1"), "{error}");
+    let error = SCHEMA.check("transaction", 3, &names).unwrap_err();
+    assert!(matches!(error, SchemaMismatch::Version { expected: 2, found: 3, .. }));
+    assert!(error.to_string().contains("version 3") && error.to_string().contains("version 2"), "{error}");
 
-    let error = SCHEMA.check("account", 1, &names).unwrap_err();
+    let error = SCHEMA.check("account", 2, &names).unwrap_err();
     assert!(error.to_string().contains("\"account\""), "{error}");
 
     let mut swapped = names.clone();
     swapped.swap(3, 4);
-    let error = SCHEMA.check("transaction", 1, &swapped).unwrap_err();
+    let error = SCHEMA.check("transaction", 2, &swapped).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "feature schema transaction-v1: feature 3 is \"account_seconds_since_previous_log1p\" in the model but \
+        "feature schema transaction-v2: feature 3 is \"account_seconds_since_previous_log1p\" in the model but \
          \"amount_robust_z_account\" in this build"
     );
 
@@ -462,14 +699,14 @@ fn schema_fingerprint_is_stable_and_mismatches_say_what_differs() {
     fewer.remove(0);
     fewer.push("device_first_seen".into());
     fewer.push("extra".into());
-    let error = SCHEMA.check("transaction", 1, &fewer).unwrap_err();
+    let error = SCHEMA.check("transaction", 2, &fewer).unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("the model has 41 features, this build computes 40"), "{message}");
+    assert!(message.contains("the model has 44 features, this build computes 43"), "{message}");
     assert!(message.contains("missing from the model: [amount_account_currency]"), "{message}");
     assert!(message.contains("unknown to this build: [device_first_seen, extra]"), "{message}");
 }
 
-const PINNED_FINGERPRINT: &str = "transaction-v1:65ae6319e81b1b77";
+const PINNED_FINGERPRINT: &str = "transaction-v2:1113ca0654f9f7aa";
 
 fn arbitrary_transaction() -> impl Strategy<Value = Transaction> {
     let amount = prop_oneof![
@@ -516,10 +753,20 @@ proptest! {
     fn no_feature_is_ever_nan_or_infinite(
         transactions in prop::collection::vec(arbitrary_transaction(), 1..120),
         refusals in prop::collection::vec((0u8..4, 0usize..3), 0..10),
+        breaks in prop::collection::vec((0u8..4, any::<bool>(), any::<i64>(), 0usize..120), 0..40),
         tiny_tables in any::<bool>(),
     ) {
         let config = if tiny_tables {
-            FeatureConfig { accounts_max: 2, games_max: 1, sessions_max: 1, rounds_max: 2, providers_max: 1, ..FeatureConfig::default() }
+            FeatureConfig {
+                accounts_max: 2,
+                games_max: 1,
+                sessions_max: 1,
+                rounds_max: 2,
+                providers_max: 1,
+                break_providers_max: 1,
+                open_break_times_per_provider_max: 2,
+                ..FeatureConfig::default()
+            }
         } else {
             FeatureConfig::default()
         };
@@ -529,6 +776,12 @@ proptest! {
             if let Some(&(provider, refusal)) = refusals.get(row) {
                 let refusal = [Refusal::Rejected, Refusal::Duplicate, Refusal::Conflict][refusal];
                 extractor.note_refusal(&format!("p{provider}"), refusal, transaction.received_at);
+            }
+            // Break events at arbitrary instants (any order), before the transaction they name.
+            for &(provider, open, nanos, _) in breaks.iter().filter(|(.., before)| *before == row) {
+                let at = DateTime::from_timestamp_nanos(nanos);
+                let change = if open { BreakChange::Opened } else { BreakChange::Closed { opened_at: transaction.occurred_at } };
+                extractor.note_break(&BreakEvent { provider: format!("p{provider}"), at, change });
             }
             extractor.extract(transaction, &mut out);
             for (column, value) in out.iter().enumerate() {
@@ -547,12 +800,20 @@ fn an_unusable_configuration_is_reported_and_replaced_by_defaults() {
     let mut bad_rate = FeatureConfig::default();
     bad_rate.reference_rates.insert(CurrencyCode::parse("USD").unwrap(), -1.0);
     assert!(bad_rate.check().unwrap_err().to_string().contains("reference rate of USD"));
+    let bad_breaks = FeatureConfig { open_break_times_per_provider_max: 0, ..FeatureConfig::default() };
+    assert_eq!(
+        bad_breaks.check().unwrap_err().to_string(),
+        "features: open_break_times_per_provider_max must be at least 1 (it is 0)"
+    );
+    let bad_break_window = FeatureConfig { provider_break_window_seconds: -1.0, ..FeatureConfig::default() };
+    assert!(bad_break_window.check().unwrap_err().to_string().contains("provider_break_window_seconds"));
     assert_eq!(FeatureConfig::default().check(), Ok(()));
     // The extractor still works on them, with the defaults in their place.
     let transactions = varied(500, 3, 20);
-    let defaults = extract_batch(FeatureConfig::default(), &transactions);
-    for config in [bad, bad_window, bad_rate] {
-        assert_eq!(extract_batch(config, &transactions), defaults);
+    let events = break_events(&transactions);
+    let defaults = extract_batch(FeatureConfig::default(), &transactions, &events);
+    for config in [bad, bad_window, bad_rate, bad_breaks, bad_break_window] {
+        assert_eq!(extract_batch(config, &transactions, &events), defaults);
     }
 }
 
@@ -608,8 +869,8 @@ store_test!(the_seq_order_read_returns_what_was_ingested_in_order, |store: Store
         assert_eq!(stored.transaction.content_hash(), original.content_hash());
     }
     // Training from the database gives the same vectors as from the originals.
-    let from_store = extract_batch(FeatureConfig::default(), read.iter().map(|stored| &stored.transaction));
-    assert_eq!(from_store, extract_batch(FeatureConfig::default(), &transactions));
+    let from_store = extract_batch(FeatureConfig::default(), read.iter().map(|stored| &stored.transaction), &[]);
+    assert_eq!(from_store, extract_batch(FeatureConfig::default(), &transactions, &[]));
     // A start past the end is an empty page; a start in the middle begins there.
     assert!(store.transactions_in_seq_order(seqs[seqs.len() - 1] + 1, 10).await.unwrap().is_empty());
     let middle = store.transactions_in_seq_order(seqs[1234], 2).await.unwrap();

@@ -217,17 +217,25 @@ impl Artifact {
         Ok(())
     }
 
-    /// Refuses an artifact trained on another feature schema than `expected`, naming what differs.
+    /// Refuses an artifact trained on another feature schema than `expected`, naming what
+    /// differs: the schema name or version first (a model of an older schema version usually
+    /// has another feature count too, and the version is the reason), then the count, then
+    /// the first feature whose name differs.
     pub fn check_schema(&self, expected: &FeatureSchemaRecord) -> Result<(), TrainingError> {
         let trained = &self.metadata.feature_schema;
-        if trained.names.len() != expected.names.len() {
-            return Err(TrainingError::FeatureCount { expected: trained.names.len(), actual: expected.names.len() });
-        }
         if trained.name != expected.name || trained.version != expected.version {
             return Err(TrainingError::SchemaMismatch(format!(
-                "the model was trained on {} v{}, the input is {} v{}",
-                trained.name, trained.version, expected.name, expected.version
+                "the model was trained on {} v{} ({} features), the input is {} v{} ({} features)",
+                trained.name,
+                trained.version,
+                trained.names.len(),
+                expected.name,
+                expected.version,
+                expected.names.len()
             )));
+        }
+        if trained.names.len() != expected.names.len() {
+            return Err(TrainingError::FeatureCount { expected: trained.names.len(), actual: expected.names.len() });
         }
         if let Some(index) = trained.names.iter().zip(&expected.names).position(|(a, b)| a != b) {
             return Err(TrainingError::SchemaMismatch(format!(

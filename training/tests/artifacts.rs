@@ -118,7 +118,21 @@ fn a_mismatched_feature_count_or_schema_is_refused_with_a_clear_error() {
     let mut newer = schema(4);
     newer.version = 4;
     let error = artifact.check_schema(&newer).unwrap_err().to_string();
-    assert!(error.contains("trained on test_features v3, the input is test_features v4"), "{error}");
+    assert!(
+        error.contains("trained on test_features v3 (4 features), the input is test_features v4 (4 features)"),
+        "{error}"
+    );
+    // A newer version with more features is refused for its version, which is the reason.
+    let mut grown = schema(7);
+    grown.version = 4;
+    let error = artifact.check_schema(&grown).unwrap_err();
+    assert!(matches!(error, TrainingError::SchemaMismatch(_)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("trained on test_features v3 (4 features), the input is test_features v4 (7 features)"),
+        "{error}"
+    );
 
     // An artifact whose schema disagrees with its model does not load.
     let dir = tempfile::tempdir().unwrap();

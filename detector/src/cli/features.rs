@@ -1,7 +1,8 @@
 //! `settlewatch features`: feature vectors for the anomaly models. `export` reads the
 //! configured ledger in `seq` order (the order serving sees) and writes one CSV row per
 //! transaction, optionally with a 0/1 label from a truth file; this is how models are
-//! trained from a database. `bench` measures extraction throughput on one core and the
+//! trained from a database, with the reconciliation break events replayed among the
+//! transactions by time (`settlement::features::BreakReplay`). `bench` measures extraction throughput on one core and the
 //! memory of the state under many distinct accounts.
 
 use std::collections::HashSet;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use settlement::features::{FeatureConfig, FeatureExtractor, FEATURE_COUNT, SCHEMA};
+use settlement::features::{BreakReplay, FeatureConfig, FeatureExtractor, FEATURE_COUNT, SCHEMA};
 use settlement::generate::{Generator, GeneratorConfig};
 use settlement::store::LIST_ROWS_MAX;
 
@@ -77,6 +78,8 @@ async fn export(context: &super::Context, args: ExportArgs) -> anyhow::Result<Ex
     writer.write_record(&header)?;
 
     let limit = args.limit.unwrap_or(u64::MAX);
+    let break_events = super::break_events(&store).await?;
+    let mut replay = BreakReplay::new(&break_events);
     let mut extractor = FeatureExtractor::new(FeatureConfig::default());
     let mut vector = [0.0; FEATURE_COUNT];
     let mut text = String::new();
@@ -90,7 +93,7 @@ async fn export(context: &super::Context, args: ExportArgs) -> anyhow::Result<Ex
         from_seq = last.seq + 1;
         for stored in &page {
             let transaction = &stored.transaction;
-            extractor.extract(transaction, &mut vector);
+            replay.extract(&mut extractor, transaction, &mut vector);
             writer.write_field(&transaction.provider)?;
             writer.write_field(&transaction.provider_tx_id)?;
             for value in vector {
@@ -117,6 +120,11 @@ async fn export(context: &super::Context, args: ExportArgs) -> anyhow::Result<Ex
     writer.flush()?;
     store.close().await;
     println!("exported {rows} transactions in seq order to {} (schema {})", args.out.display(), SCHEMA.fingerprint());
+    println!(
+        "reconciliation break events: {} replayed among them, {} later than the last transaction",
+        break_events.len() - replay.pending(),
+        replay.pending()
+    );
     if let Some(labels) = &labels {
         println!(
             "labels: {positives} rows labelled 1, {} rows 0; {} of {} labelled keys are not among the exported transactions; \

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use settlement::config::Config;
+use settlement::features::BreakEvent;
 use settlement::store::Store;
 
 pub mod bench;
@@ -37,6 +38,16 @@ impl Context {
         let url = self.database_url.clone().unwrap_or_else(|| config.store.url.clone());
         Store::open(&url).await.with_context(|| format!("opening the store at {}", redact(&url)))
     }
+}
+
+/// The reconciliation break events that training replays among the stored transactions
+/// (`train --data <store>` and `features export`), in any order.
+///
+/// LEAD: the one place to connect `Store::break_events()` once the store offers it (map its
+/// rows to `BreakEvent`: provider, at, `Opened` or `Closed { opened_at }`). Until then there
+/// are none, and the three break features of a store-trained model are 0.
+pub async fn break_events(_store: &Store) -> anyhow::Result<Vec<BreakEvent>> {
+    Ok(Vec::new())
 }
 
 /// A URL without its password, for messages.

@@ -4,7 +4,8 @@
 //!
 //! The rows come from either a features CSV (as `settlewatch features export` writes it;
 //! its `provider` and `provider_tx_id` columns are skipped) or a store, whose transactions are
-//! read in `seq` order and turned into features by the same streaming extractor that serves.
+//! read in `seq` order and turned into features by the same streaming extractor that serves,
+//! with the store's reconciliation break events replayed among them by time.
 //! A features CSV must carry exactly this build's feature schema; another numeric CSV trains
 //! a model recorded under a schema named after the file, which the service will refuse.
 
@@ -16,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use chrono::{SecondsFormat, Utc};
 use ndarray::Array2;
-use settlement::features::{FeatureConfig, FeatureExtractor, FEATURE_COUNT, SCHEMA};
+use settlement::features::{BreakEvent, BreakReplay, FeatureConfig, FeatureExtractor, FEATURE_COUNT, SCHEMA};
 use settlement::store::{Store, LIST_ROWS_MAX};
 use training::any_model::{EnsembleParams, ModelKind};
 use training::artifact::{
@@ -139,9 +140,23 @@ fn read_truth(path: &Path) -> anyhow::Result<HashSet<(String, String)>> {
     Ok(anomalies)
 }
 
-/// Every stored transaction, in `seq` order, through the streaming extractor.
+/// Every stored transaction, in `seq` order, through the streaming extractor, with the
+/// store's reconciliation break events replayed among them by time.
 async fn from_store(url: &str, truth: Option<&HashSet<(String, String)>>) -> anyhow::Result<TrainingData> {
     let store = Store::open(url).await.with_context(|| format!("opening the store at {}", super::redact(url)))?;
+    let break_events = super::break_events(&store).await?;
+    let data = extract_from_store(&store, url, truth, &break_events).await;
+    store.close().await;
+    data
+}
+
+async fn extract_from_store(
+    store: &Store,
+    url: &str,
+    truth: Option<&HashSet<(String, String)>>,
+    break_events: &[BreakEvent],
+) -> anyhow::Result<TrainingData> {
+    let mut replay = BreakReplay::new(break_events);
     let mut extractor = FeatureExtractor::new(FeatureConfig::default());
     let mut values: Vec<f64> = Vec::new();
     let mut labels = truth.map(|_| Vec::new());
@@ -163,7 +178,7 @@ async fn from_store(url: &str, truth: Option<&HashSet<(String, String)>>) -> any
             let occurred_at = stored.transaction.occurred_at;
             first = Some(first.map_or(occurred_at, |first: chrono::DateTime<Utc>| first.min(occurred_at)));
             last = Some(last.map_or(occurred_at, |last: chrono::DateTime<Utc>| last.max(occurred_at)));
-            extractor.extract(&stored.transaction, &mut row);
+            replay.extract(&mut extractor, &stored.transaction, &mut row);
             values.extend_from_slice(&row);
             if let (Some(labels), Some(truth)) = (labels.as_mut(), truth) {
                 let key = (stored.transaction.provider.clone(), stored.transaction.provider_tx_id.clone());
@@ -171,7 +186,6 @@ async fn from_store(url: &str, truth: Option<&HashSet<(String, String)>>) -> any
             }
         }
     }
-    store.close().await;
     let n_rows = values.len() / FEATURE_COUNT;
     if n_rows == 0 {
         bail!("{}: the store holds no transactions to train on", super::redact(url));

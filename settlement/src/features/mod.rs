@@ -4,6 +4,9 @@
 //! calls [`extract_batch`] (over the ledger in `seq` order, see
 //! `Store::transactions_in_seq_order`); the service calls [`FeatureExtractor::extract`] on
 //! each transaction after it is committed, in the same order. Both run the same code.
+//! Reconciliation breaks reach the state as [`BreakEvent`]s: the service calls
+//! [`FeatureExtractor::note_break`] as they happen, training replays the stored ones in time
+//! order among the transactions ([`BreakReplay`], which `extract_batch` uses).
 //!
 //! # Order and time
 //! Features depend on the order transactions arrive in; that order is the ledger's `seq`
@@ -13,8 +16,9 @@
 //! account's latest one decays nothing and counts as 0 seconds since the previous.
 //!
 //! # Schema
-//! [`SCHEMA`] names the features in vector order (`transaction-v1`). A model records the
-//! schema it was trained on and calls [`FeatureSchema::check`] before scoring.
+//! [`SCHEMA`] names the features in vector order (`transaction-v2`; v1 had no break
+//! features). A model records the schema it was trained on and calls
+//! [`FeatureSchema::check`] before scoring, so a v1 model is refused with the versions named.
 //!
 //! # The features and their neutral values
 //! Amounts enter in two scales: as the amount in the account's own currency (major units,
@@ -53,6 +57,13 @@
 //!   with [`FeatureExtractor::note_refusal`] (the service will; nothing calls it yet). Without those calls (for instance when exporting
 //!   from the ledger for training) the three shares are 0, so a model trained on an export
 //!   sees none of them; they matter once the service feeds them.
+//! - Provider reconciliation breaks ("a provider with rising mismatches is itself an
+//!   anomaly"), from the [`BreakEvent`]s noted before the transaction (see `breaks.rs`):
+//!   `provider_open_breaks_log` = `ln(1 + open breaks)`; `provider_oldest_break_age_log` =
+//!   `ln(1 + hours)` from the oldest open break's opening to the transaction's occurred-at
+//!   (0 with no open break, and for a transaction that occurred before that opening);
+//!   `provider_breaks_opened_1d`, the decayed count of breaks opened (τ = 1 day) seen at
+//!   occurred-at. Without events (an export before the store kept them) all three are 0.
 //! - `delay_seconds_signed_log1p`: received-at minus occurred-at, signed log.
 //! - Hour of day and day of week (UTC) as sine and cosine.
 //! - First seen: `account_first_seen`, `game_first_seen`, `session_first_seen` are 1 when
@@ -65,9 +76,9 @@
 //! # Bounded state
 //! An account is keyed by its id alone (one player across providers, as in the ledger's
 //! `player:{account}`); games, sessions and rounds by provider and id.
-//! Each entity (account, game, session, round, provider) lives in a table capped by its
-//! `*_max` in [`FeatureConfig`], with CLOCK eviction (least recently seen, approximately;
-//! see `table.rs`). Keys are 64-bit hashes of the identifiers, so no strings are stored:
+//! Each entity (account, game, session, round, provider, provider with breaks) lives in a
+//! table capped by its `*_max` in [`FeatureConfig`], with CLOCK eviction (least recently
+//! seen, approximately; see `table.rs`). Keys are 64-bit hashes of the identifiers, so no strings are stored:
 //! with 1,000,000 accounts the whole state is estimated at about 300 bytes per account,
 //! index included, and the process's peak RSS grows by about 340 bytes per account
 //! (`settlewatch features bench`; BENCHMARKS.md). In steady state (tables at their limit,
@@ -81,8 +92,12 @@ use sha2::{Digest, Sha256};
 use crate::model::{Kind, Transaction};
 use crate::money::{Currencies, CurrencyCode};
 
+mod breaks;
 mod stats;
 mod table;
+
+use breaks::ProviderBreaks;
+pub use breaks::{BreakChange, BreakEvent, BreakReplay};
 
 use stats::{cyclic_time, decay, decimal_to_f64, instant_nanos, ratio, seconds_between, signed_log1p, Ring, RATIO_MAX};
 use table::{EntityTable, KeyHasher};
@@ -93,6 +108,13 @@ pub const GAMES_MAX_DEFAULT: usize = 100_000;
 pub const SESSIONS_MAX_DEFAULT: usize = 250_000;
 pub const ROUNDS_MAX_DEFAULT: usize = 250_000;
 pub const PROVIDERS_MAX_DEFAULT: usize = 10_000;
+/// Providers whose reconciliation breaks are tracked (providers are few; this bounds the table).
+pub const BREAK_PROVIDERS_MAX_DEFAULT: usize = 1_000;
+/// Opening instants of open breaks kept per provider (the oldest; more are only counted).
+pub const OPEN_BREAK_TIMES_PER_PROVIDER_MAX_DEFAULT: usize = 1_024;
+/// Time constant of a provider's decayed count of breaks opened: one day, since
+/// reconciliation runs per business day.
+pub const PROVIDER_BREAK_WINDOW_SECONDS_DEFAULT: f64 = 86_400.0;
 /// Distinct currencies whose reference rate is cached (more are looked up each time).
 pub const CURRENCIES_CACHED_MAX: usize = 64;
 /// Seconds since the previous transaction are capped at 30 days (also the "no previous").
@@ -103,9 +125,10 @@ pub const REFERENCE_RATE_MAX: f64 = 1e12;
 /// account with identical amounts does not divide by zero.
 pub const ROBUST_SCALE_MIN: f64 = 0.1;
 const MAD_TO_SIGMA: f64 = 1.4826;
+const SECONDS_PER_HOUR: f64 = 3_600.0;
 
 /// The number of features in a vector.
-pub const FEATURE_COUNT: usize = 40;
+pub const FEATURE_COUNT: usize = 43;
 
 const NAMES: [&str; FEATURE_COUNT] = [
     "amount_account_currency",
@@ -130,6 +153,9 @@ const NAMES: [&str; FEATURE_COUNT] = [
     "provider_rejected_share_10m",
     "provider_duplicate_share_10m",
     "provider_conflict_share_10m",
+    "provider_open_breaks_log",
+    "provider_oldest_break_age_log",
+    "provider_breaks_opened_1d",
     "delay_seconds_signed_log1p",
     "hour_of_day_sin",
     "hour_of_day_cos",
@@ -151,7 +177,7 @@ const NAMES: [&str; FEATURE_COUNT] = [
 ];
 
 /// The schema of the vectors this build computes.
-pub const SCHEMA: FeatureSchema = FeatureSchema { name: "transaction", version: 1, names: &NAMES };
+pub const SCHEMA: FeatureSchema = FeatureSchema { name: "transaction", version: 2, names: &NAMES };
 
 /// A named, versioned list of feature names, in vector order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +291,12 @@ pub struct FeatureConfig {
     pub provider_rate_window_seconds: f64,
     /// Time constant of a provider's rejection, duplicate and conflict shares.
     pub provider_refusal_window_seconds: f64,
+    /// Providers whose reconciliation breaks are tracked (a table like the others).
+    pub break_providers_max: usize,
+    /// Opening instants of open breaks kept per provider; see `breaks.rs` for beyond.
+    pub open_break_times_per_provider_max: usize,
+    /// Time constant of a provider's decayed count of breaks opened.
+    pub provider_break_window_seconds: f64,
     /// Expected return to player per game id; games not listed use `expected_rtp_default`.
     pub expected_rtp: BTreeMap<String, f64>,
     pub expected_rtp_default: f64,
@@ -287,6 +319,9 @@ impl Default for FeatureConfig {
             game_rtp_window_seconds: 3600.0,
             provider_rate_window_seconds: 60.0,
             provider_refusal_window_seconds: 600.0,
+            break_providers_max: BREAK_PROVIDERS_MAX_DEFAULT,
+            open_break_times_per_provider_max: OPEN_BREAK_TIMES_PER_PROVIDER_MAX_DEFAULT,
+            provider_break_window_seconds: PROVIDER_BREAK_WINDOW_SECONDS_DEFAULT,
             expected_rtp: BTreeMap::new(),
             expected_rtp_default: 0.96,
             reference_rates: BTreeMap::new(),
@@ -330,6 +365,8 @@ impl FeatureConfig {
             ("sessions_max", self.sessions_max),
             ("rounds_max", self.rounds_max),
             ("providers_max", self.providers_max),
+            ("break_providers_max", self.break_providers_max),
+            ("open_break_times_per_provider_max", self.open_break_times_per_provider_max),
         ] {
             if value == 0 {
                 return Err(FeatureConfigError::LimitZero { field, value });
@@ -343,6 +380,7 @@ impl FeatureConfig {
             ("game_rtp_window_seconds", self.game_rtp_window_seconds),
             ("provider_rate_window_seconds", self.provider_rate_window_seconds),
             ("provider_refusal_window_seconds", self.provider_refusal_window_seconds),
+            ("provider_break_window_seconds", self.provider_break_window_seconds),
         ];
         for (field, value) in windows {
             if !window_ok(value) {
@@ -370,6 +408,9 @@ impl FeatureConfig {
         self.sessions_max = limit(self.sessions_max, defaults.sessions_max);
         self.rounds_max = limit(self.rounds_max, defaults.rounds_max);
         self.providers_max = limit(self.providers_max, defaults.providers_max);
+        self.break_providers_max = limit(self.break_providers_max, defaults.break_providers_max);
+        self.open_break_times_per_provider_max =
+            limit(self.open_break_times_per_provider_max, defaults.open_break_times_per_provider_max);
         let window = |value: f64, default: f64| if window_ok(value) { value } else { default };
         for (value, default) in self.velocity_windows_seconds.iter_mut().zip(defaults.velocity_windows_seconds) {
             *value = window(*value, default);
@@ -381,6 +422,8 @@ impl FeatureConfig {
             window(self.provider_rate_window_seconds, defaults.provider_rate_window_seconds);
         self.provider_refusal_window_seconds =
             window(self.provider_refusal_window_seconds, defaults.provider_refusal_window_seconds);
+        self.provider_break_window_seconds =
+            window(self.provider_break_window_seconds, defaults.provider_break_window_seconds);
         if !rtp_ok(self.expected_rtp_default) {
             self.expected_rtp_default = defaults.expected_rtp_default;
         }
@@ -482,8 +525,15 @@ pub struct ExtractorStats {
     pub sessions: usize,
     pub rounds: usize,
     pub providers: usize,
+    /// Providers with reconciliation break state.
+    pub break_providers: usize,
+    /// Open breaks over all tracked providers.
+    pub open_breaks: u64,
+    /// Break closes whose opening was not known (see [`FeatureExtractor::note_break`]).
+    pub break_closes_unmatched: u64,
     pub evictions: u64,
-    /// Estimated bytes of all tables (capacities times entry sizes).
+    /// Estimated bytes of all tables (capacities times entry sizes, plus the kept opening
+    /// instants of open breaks).
     pub memory_bytes: usize,
 }
 
@@ -501,6 +551,10 @@ pub struct FeatureExtractor {
     sessions: EntityTable<()>,
     rounds: EntityTable<RoundState>,
     providers: EntityTable<ProviderState>,
+    /// Reconciliation breaks per provider (keyed like `providers`, in a table of its own:
+    /// changed by [`BreakEvent`]s, read by transactions).
+    breaks: EntityTable<ProviderBreaks>,
+    break_closes_unmatched: u64,
     currency_rates: Vec<(CurrencyCode, f64)>,
 }
 
@@ -516,6 +570,8 @@ impl FeatureExtractor {
             sessions: EntityTable::new(config.sessions_max),
             rounds: EntityTable::new(config.rounds_max),
             providers: EntityTable::new(config.providers_max),
+            breaks: EntityTable::new(config.break_providers_max),
+            break_closes_unmatched: 0,
             currency_rates: Vec::with_capacity(CURRENCIES_CACHED_MAX),
             config,
         }
@@ -532,17 +588,24 @@ impl FeatureExtractor {
             sessions: self.sessions.len(),
             rounds: self.rounds.len(),
             providers: self.providers.len(),
+            break_providers: self.breaks.len(),
+            open_breaks: self.breaks.states().map(ProviderBreaks::open_count).fold(0, u64::saturating_add),
+            break_closes_unmatched: self.break_closes_unmatched,
             evictions: self.accounts.evictions()
                 + self.games.evictions()
                 + self.sessions.evictions()
                 + self.rounds.evictions()
-                + self.providers.evictions(),
+                + self.providers.evictions()
+                + self.breaks.evictions(),
             memory_bytes: std::mem::size_of::<FeatureExtractor>()
                 + self.accounts.memory_bytes()
                 + self.games.memory_bytes()
                 + self.sessions.memory_bytes()
                 + self.rounds.memory_bytes()
                 + self.providers.memory_bytes()
+                + self.breaks.memory_bytes()
+                + self.breaks.states().map(ProviderBreaks::kept_instants).sum::<usize>()
+                    * breaks::OPEN_BREAK_TIME_BYTES_ESTIMATE
                 + self.currency_rates.capacity() * std::mem::size_of::<(CurrencyCode, f64)>(),
         }
     }
@@ -560,6 +623,29 @@ impl FeatureExtractor {
             Refusal::Rejected => state.rejected += 1.0,
             Refusal::Duplicate => state.duplicates += 1.0,
             Refusal::Conflict => state.conflicts += 1.0,
+        }
+    }
+
+    /// Takes a reconciliation break event of a provider into its state: serving calls it
+    /// when reconciliation opens or closes a break, training replays the stored events
+    /// with [`BreakReplay`]. O(log n) in the provider's kept opening instants; bounded
+    /// (see `breaks.rs`). A close whose opening this extractor never saw (before it
+    /// started, or forgotten by eviction) changes nothing and is counted in
+    /// [`ExtractorStats::break_closes_unmatched`].
+    pub fn note_break(&mut self, event: &BreakEvent) {
+        let key = KeyHasher::new(DOMAIN_PROVIDER).field(&event.provider).finish();
+        match event.change {
+            BreakChange::Opened => {
+                let (times_max, window) =
+                    (self.config.open_break_times_per_provider_max, self.config.provider_break_window_seconds);
+                self.breaks.get_or_insert(key).state.open(instant_nanos(event.at), times_max, window);
+            }
+            BreakChange::Closed { opened_at } => {
+                let matched = self.breaks.find(key).is_some_and(|state| state.close(instant_nanos(opened_at)));
+                if !matched {
+                    self.break_closes_unmatched += 1;
+                }
+            }
         }
     }
 
@@ -712,6 +798,16 @@ impl FeatureExtractor {
         let (rejected_share, duplicate_share, conflict_share) =
             (provider.rejected / events, provider.duplicates / events, provider.conflicts / events);
 
+        // Reconciliation breaks of the provider (no lookup while no provider has any).
+        let (open_breaks_log, oldest_break_age_hours, breaks_opened) = match self.breaks.find(provider_key) {
+            Some(breaks) => (
+                breaks.open_count_log(),
+                breaks.oldest_nanos().map_or(0.0, |oldest| seconds_between(at, oldest).max(0.0) / SECONDS_PER_HOUR),
+                breaks.opened_decayed_at(at, config.provider_break_window_seconds),
+            ),
+            None => (0.0, 0.0, 0.0),
+        };
+
         let delay = signed_log1p(seconds_between(instant_nanos(tx.received_at), at));
         let [hour_sin, hour_cos, weekday_sin, weekday_cos] = cyclic_time(at);
         let flag = |value: bool| if value { 1.0 } else { 0.0 };
@@ -738,6 +834,9 @@ impl FeatureExtractor {
             rejected_share,
             duplicate_share,
             conflict_share,
+            open_breaks_log,
+            oldest_break_age_hours.ln_1p(),
+            breaks_opened,
             delay,
             hour_sin,
             hour_cos,
@@ -781,18 +880,21 @@ impl FeatureMatrix {
 }
 
 /// Feature vectors of `transactions` (in `seq` order) for training: a fresh extractor
-/// driven one transaction at a time, exactly as in serving.
+/// driven one transaction at a time, exactly as in serving, with the reconciliation
+/// `breaks` (any order) replayed ahead of the transactions they precede ([`BreakReplay`]).
 pub fn extract_batch<'a>(
     config: FeatureConfig,
     transactions: impl IntoIterator<Item = &'a Transaction>,
+    breaks: &[BreakEvent],
 ) -> FeatureMatrix {
     let mut extractor = FeatureExtractor::new(config);
+    let mut replay = BreakReplay::new(breaks);
     let transactions = transactions.into_iter();
     let mut values = Vec::with_capacity(transactions.size_hint().0 * FEATURE_COUNT);
     let mut row = [0.0; FEATURE_COUNT];
     let mut n_rows = 0;
     for transaction in transactions {
-        extractor.extract(transaction, &mut row);
+        replay.extract(&mut extractor, transaction, &mut row);
         values.extend_from_slice(&row);
         n_rows += 1;
     }

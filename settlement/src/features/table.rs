@@ -1,5 +1,6 @@
 //! Bounded per-entity state: a table of at most `capacity_max` entries (accounts, games,
-//! sessions, rounds, providers) keyed by a 64-bit hash of the entity's identifier.
+//! sessions, rounds, providers, providers' reconciliation breaks) keyed by a 64-bit hash of
+//! the entity's identifier.
 //!
 //! Why hashes and not the identifiers: a key is 8 bytes instead of a heap string, so a new
 //! entity costs no allocation once the table has reached its limit, and the table's memory
@@ -131,6 +132,18 @@ impl<S: Default> EntityTable<S> {
         self.index.insert(key, slot as u32);
         self.index_capacity_peak = self.index_capacity_peak.max(self.index.capacity());
         Entry { state: &mut self.states[slot], first_seen: true }
+    }
+
+    /// The state of an entity, if present, marking it seen (nothing created).
+    pub(crate) fn find(&mut self, key: u64) -> Option<&mut S> {
+        let slot = *self.index.get(&key)? as usize;
+        self.referenced[slot] = true;
+        Some(&mut self.states[slot])
+    }
+
+    /// Every entity's state, in no particular order.
+    pub(crate) fn states(&self) -> impl Iterator<Item = &S> {
+        self.states.iter()
     }
 
     /// The state of an entity, if present (no reference bit set, nothing created).

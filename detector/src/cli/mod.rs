@@ -41,13 +41,18 @@ impl Context {
 }
 
 /// The reconciliation break events that training replays among the stored transactions
-/// (`train --data <store>` and `features export`), in any order.
-///
-/// LEAD: the one place to connect `Store::break_events()` once the store offers it (map its
-/// rows to `BreakEvent`: provider, at, `Opened` or `Closed { opened_at }`). Until then there
-/// are none, and the three break features of a store-trained model are 0.
-pub async fn break_events(_store: &Store) -> anyhow::Result<Vec<BreakEvent>> {
-    Ok(Vec::new())
+/// (`train --data <store>` and `features export`): every recorded opening and settling,
+/// in the order the store recorded them.
+pub async fn break_events(store: &Store) -> anyhow::Result<Vec<BreakEvent>> {
+    let changes = store.break_events().await?;
+    Ok(settlement::features::break_events_from_changes(changes.iter().map(|change| {
+        settlement::features::BreakStatusChange {
+            break_id: change.break_id,
+            provider: &change.provider,
+            at: change.at,
+            opened: change.opened,
+        }
+    })))
 }
 
 /// A URL without its password, for messages.

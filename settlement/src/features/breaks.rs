@@ -58,6 +58,43 @@ pub enum BreakChange {
     Closed { opened_at: DateTime<Utc> },
 }
 
+/// One stored change of a break's status, as the store records it (`Store::break_events`):
+/// the break's id, its provider, when the change was recorded, and whether it became
+/// unsettled (opened or reopened) or settled.
+#[derive(Clone, Copy, Debug)]
+pub struct BreakStatusChange<'a> {
+    pub break_id: i64,
+    pub provider: &'a str,
+    pub at: DateTime<Utc>,
+    pub opened: bool,
+}
+
+/// The feature events of a break history given in time order: a settling carries the
+/// time its break was last opened. A settling of a break never seen opened (its opening is
+/// older than the history) is left out, as is a second opening of a break already open.
+pub fn break_events_from_changes<'a>(changes: impl IntoIterator<Item = BreakStatusChange<'a>>) -> Vec<BreakEvent> {
+    let mut opened_at: BTreeMap<i64, DateTime<Utc>> = BTreeMap::new();
+    let mut events = Vec::new();
+    for change in changes {
+        let event = if change.opened {
+            if opened_at.contains_key(&change.break_id) {
+                continue; // already open: a second opening would count it twice
+            }
+            opened_at.insert(change.break_id, change.at);
+            BreakEvent { provider: change.provider.to_string(), at: change.at, change: BreakChange::Opened }
+        } else {
+            let Some(opened) = opened_at.remove(&change.break_id) else { continue };
+            BreakEvent {
+                provider: change.provider.to_string(),
+                at: change.at,
+                change: BreakChange::Closed { opened_at: opened },
+            }
+        };
+        events.push(event);
+    }
+    events
+}
+
 /// Estimated heap bytes per distinct opening instant kept (a B-tree entry of `(i64, u32)`
 /// with the node overhead, nodes at least half full).
 pub(crate) const OPEN_BREAK_TIME_BYTES_ESTIMATE: usize = 32;
@@ -226,6 +263,31 @@ impl<'a> BreakReplay<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stored_changes_become_events_with_their_opening_time() {
+        let at = |minute: i64| DateTime::from_timestamp(1_763_251_200 + minute * 60, 0).expect("a time");
+        let change = |break_id, minute, opened| BreakStatusChange { break_id, provider: "p", at: at(minute), opened };
+        let events = break_events_from_changes([
+            change(9, 0, false), // settled before the history starts: left out
+            change(1, 1, true),
+            change(2, 2, true),
+            change(1, 3, true), // opened twice without a settling: counted once
+            change(1, 4, false),
+            change(1, 5, true), // reopened
+            change(2, 6, false),
+        ]);
+        let expected = [
+            (at(1), BreakChange::Opened),
+            (at(2), BreakChange::Opened),
+            (at(4), BreakChange::Closed { opened_at: at(1) }),
+            (at(5), BreakChange::Opened),
+            (at(6), BreakChange::Closed { opened_at: at(2) }),
+        ];
+        let got: Vec<(DateTime<Utc>, BreakChange)> = events.iter().map(|event| (event.at, event.change)).collect();
+        assert_eq!(got, expected);
+    }
+
     use super::*;
 
     const WINDOW: f64 = 86_400.0;

@@ -97,7 +97,7 @@ mod stats;
 mod table;
 
 use breaks::ProviderBreaks;
-pub use breaks::{BreakChange, BreakEvent, BreakReplay};
+pub use breaks::{break_events_from_changes, BreakChange, BreakEvent, BreakReplay, BreakStatusChange};
 
 use stats::{cyclic_time, decay, decimal_to_f64, instant_nanos, ratio, seconds_between, signed_log1p, Ring, RATIO_MAX};
 use table::{EntityTable, KeyHasher};

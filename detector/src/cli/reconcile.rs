@@ -151,6 +151,7 @@ pub async fn reconcile(context: &super::Context, args: ReconcileArgs) -> anyhow:
     let store = context.store(&config).await?;
     let mut reports = Vec::new();
     let mut skipped = Vec::new();
+    let mut failed = Vec::new();
     for name in &names {
         let (configured, _) = provider_of(&config, name)?;
         let (format, rules) = configured.reconciliation.resolve(name)?;
@@ -166,16 +167,20 @@ pub async fn reconcile(context: &super::Context, args: ReconcileArgs) -> anyhow:
         match reconcile_day(&store, &request).await {
             Ok(report) => reports.push((configured.timezone.clone(), report)),
             Err(RunError::NoStatement { .. }) if args.provider.is_none() => skipped.push(name.clone()),
-            Err(error) => {
-                store.close().await;
-                return Err(error.into());
-            }
+            // One provider's failure does not stop the others; it is reported and fails the command.
+            Err(error) => failed.push(format!("{name}: {error}")),
         }
     }
     let exposition = metrics::reconciliation(&store, &config).await;
     store.close().await;
     let exposition = exposition?;
+    for failure in &failed {
+        eprintln!("error: reconciling {failure}");
+    }
     if reports.is_empty() {
+        if !failed.is_empty() {
+            return Ok(ExitCode::FAILURE);
+        }
         bail!("no provider has a statement loaded for {}: load one with `settlewatch statement load`", args.period);
     }
     if let Some(path) = &args.csv {
@@ -189,6 +194,7 @@ pub async fn reconcile(context: &super::Context, args: ReconcileArgs) -> anyhow:
             "as_of": as_of.to_rfc3339_opts(SecondsFormat::Millis, true),
             "reports": reports.iter().map(|(timezone, report)| report_json(timezone, report)).collect::<Vec<_>>(),
             "skipped_without_statement": skipped,
+            "failed": failed,
             "metrics": exposition.samples_json(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -200,7 +206,7 @@ pub async fn reconcile(context: &super::Context, args: ReconcileArgs) -> anyhow:
             println!("no statement for {}: {}", args.period, skipped.join(", "));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub async fn breaks(context: &super::Context, args: BreaksArgs) -> anyhow::Result<ExitCode> {

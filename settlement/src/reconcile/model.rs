@@ -20,8 +20,10 @@ use crate::money::CurrencyCode;
 /// refused at intake rather than read into memory without bound.
 pub const STATEMENT_LINES_MAX: usize = 5_000_000;
 
-/// The most ledger transactions one reconciliation run takes for one provider and period.
-pub const LEDGER_ENTRIES_MAX: usize = 5_000_000;
+/// The most ledger transactions one reconciliation run takes for one provider and period
+/// (a busy slots provider sends about 9 million a day). An entry takes about 100 bytes in a
+/// run, so a run at the limit holds about 2 GB.
+pub const LEDGER_ENTRIES_MAX: usize = 20_000_000;
 
 /// The most breaks one run reports; beyond it the run fails with a clear error (a statement
 /// that disagrees with everything is a configuration problem, not millions of breaks).

@@ -40,14 +40,15 @@ use std::io::Write;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 
-use crate::adapters::fields::{self, LineReader};
+use crate::adapters::fields;
 use crate::adapters::Source;
 use crate::model::Kind;
 use crate::money::CurrencyCode;
 use crate::reconcile::{ProviderStatement, StatementFormat, StatementLine, STATEMENT_LINES_MAX};
 
-use super::STATEMENT_LINE_BYTES_MAX;
-use super::{date, hashed_lines, line_text, split, StatementAdapter, StatementContext, StatementError, WriteError};
+use super::{
+    csv_data_lines, date, hashed_lines, split, StatementAdapter, StatementContext, StatementError, WriteError,
+};
 
 /// The header line, without its line break.
 pub const HEADER: &str = "provider_tx_id,kind,currency,amount,business_date,occurred_at,reference";
@@ -218,53 +219,25 @@ impl StatementAdapter for Listing {
     fn decode(&self, source: &dyn Source) -> Result<ProviderStatement, StatementError> {
         let name = source.name();
         let mut reader = hashed_lines(source.open().map_err(|error| StatementError::io(name, error))?);
-        let mut lines = LineReader::new(&mut reader, STATEMENT_LINE_BYTES_MAX);
-        let mut buf = Vec::new();
-        let mut header_seen = false;
         let mut trailer: Option<Trailer> = None;
         let mut out: Vec<StatementLine> = Vec::new();
-        while let Some(line) = lines.next_line(&mut buf).map_err(|error| StatementError::io(name, error))? {
-            if line.too_long {
-                return Err(StatementError::invalid(
-                    name,
-                    line.number,
-                    None,
-                    format!("the line is longer than {STATEMENT_LINE_BYTES_MAX} bytes"),
-                ));
-            }
-            let text = line_text(name, line.number, &buf)?;
-            if !header_seen {
-                let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-                if text != HEADER {
-                    return Err(StatementError::invalid(
-                        name,
-                        line.number,
-                        None,
-                        format!("the header is {}, expected {HEADER:?}", fields::quote(text)),
-                    ));
-                }
-                header_seen = true;
-                continue;
-            }
-            if text.is_empty() {
-                continue;
-            }
+        let header_seen = csv_data_lines(name, &mut reader, HEADER, |number, text| {
             if let Some(trailer) = &trailer {
                 return Err(StatementError::invalid(
                     name,
-                    line.number,
+                    number,
                     None,
                     format!("nothing may follow the trailer on line {}", trailer.line),
                 ));
             }
             if text.starts_with(TRAILER_PREFIX) {
-                trailer = Some(self.trailer(name, line.number, text)?);
-                continue;
+                trailer = Some(self.trailer(name, number, text)?);
+                return Ok(());
             }
             if text.starts_with('#') {
                 return Err(StatementError::invalid(
                     name,
-                    line.number,
+                    number,
                     None,
                     format!(
                         "{} is not a transaction line and not a trailer ({TRAILER_PREFIX}...)",
@@ -275,8 +248,9 @@ impl StatementAdapter for Listing {
             if out.len() >= STATEMENT_LINES_MAX {
                 return Err(StatementError::too_large(name, format!("more than {STATEMENT_LINES_MAX} lines")));
             }
-            out.push(self.row(name, line.number, text)?);
-        }
+            out.push(self.row(name, number, text)?);
+            Ok(())
+        })?;
         if !header_seen {
             return Err(StatementError::invalid(name, 0, None, "the statement is empty (no header)"));
         }

@@ -245,3 +245,46 @@ pub(crate) fn line_text<'l>(source: &str, number: u64, bytes: &'l [u8]) -> Resul
     std::str::from_utf8(crate::adapters::fields::trim_cr(bytes))
         .map_err(|error| StatementError::invalid(source, number, None, format!("the line is not UTF-8: {error}")))
 }
+
+/// Reads a CSV statement: the exact `header` first (a byte-order mark allowed), then each
+/// non-empty line, handed to `each` with its line number. Returns whether there was a
+/// header; what an empty statement means is the caller's to say.
+pub(crate) fn csv_data_lines(
+    name: &str,
+    reader: impl BufRead,
+    header: &str,
+    mut each: impl FnMut(u64, &str) -> Result<(), StatementError>,
+) -> Result<bool, StatementError> {
+    let mut lines = crate::adapters::fields::LineReader::new(reader, STATEMENT_LINE_BYTES_MAX);
+    let mut buf = Vec::new();
+    let mut header_seen = false;
+    while let Some(line) = lines.next_line(&mut buf).map_err(|error| StatementError::io(name, error))? {
+        if line.too_long {
+            return Err(StatementError::invalid(
+                name,
+                line.number,
+                None,
+                format!("the line is longer than {STATEMENT_LINE_BYTES_MAX} bytes"),
+            ));
+        }
+        let text = line_text(name, line.number, &buf)?;
+        if !header_seen {
+            let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+            if text != header {
+                return Err(StatementError::invalid(
+                    name,
+                    line.number,
+                    None,
+                    format!("the header is {}, expected {header:?}", crate::adapters::fields::quote(text)),
+                ));
+            }
+            header_seen = true;
+            continue;
+        }
+        if text.is_empty() {
+            continue;
+        }
+        each(line.number, text)?;
+    }
+    Ok(header_seen)
+}

@@ -24,14 +24,15 @@ use std::io::Write;
 
 use chrono::NaiveDate;
 
-use crate::adapters::fields::{self, LineReader};
+use crate::adapters::fields;
 use crate::adapters::Source;
 use crate::model::Kind;
 use crate::money::{from_minor, to_minor, Currencies, CurrencyCode};
 use crate::reconcile::{ProviderStatement, StatementFormat, TotalsLine, STATEMENT_LINES_MAX};
 
-use super::STATEMENT_LINE_BYTES_MAX;
-use super::{date, hashed_lines, line_text, split, StatementAdapter, StatementContext, StatementError, WriteError};
+use super::{
+    csv_data_lines, date, hashed_lines, split, StatementAdapter, StatementContext, StatementError, WriteError,
+};
 
 /// The header line, without its line break.
 pub const HEADER: &str = "provider,business_date,timezone,currency,kind,count,amount_minor";
@@ -105,45 +106,17 @@ impl StatementAdapter for Totals {
     fn decode(&self, source: &dyn Source) -> Result<ProviderStatement, StatementError> {
         let name = source.name();
         let mut reader = hashed_lines(source.open().map_err(|error| StatementError::io(name, error))?);
-        let mut lines = LineReader::new(&mut reader, STATEMENT_LINE_BYTES_MAX);
-        let mut buf = Vec::new();
-        let mut header_seen = false;
         let mut totals: Vec<TotalsLine> = Vec::new();
         let mut seen: BTreeMap<(NaiveDate, CurrencyCode, Kind), u64> = BTreeMap::new();
-        while let Some(line) = lines.next_line(&mut buf).map_err(|error| StatementError::io(name, error))? {
-            if line.too_long {
-                return Err(StatementError::invalid(
-                    name,
-                    line.number,
-                    None,
-                    format!("the line is longer than {STATEMENT_LINE_BYTES_MAX} bytes"),
-                ));
-            }
-            let text = line_text(name, line.number, &buf)?;
-            if !header_seen {
-                let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-                if text != HEADER {
-                    return Err(StatementError::invalid(
-                        name,
-                        line.number,
-                        None,
-                        format!("the header is {}, expected {HEADER:?}", fields::quote(text)),
-                    ));
-                }
-                header_seen = true;
-                continue;
-            }
-            if text.is_empty() {
-                continue;
-            }
+        let header_seen = csv_data_lines(name, &mut reader, HEADER, |number, text| {
             if totals.len() >= STATEMENT_LINES_MAX {
                 return Err(StatementError::too_large(name, format!("more than {STATEMENT_LINES_MAX} rows")));
             }
-            let row = self.row(name, line.number, text)?;
-            if let Some(first) = seen.insert((row.business_date, row.currency, row.kind), line.number) {
+            let row = self.row(name, number, text)?;
+            if let Some(first) = seen.insert((row.business_date, row.currency, row.kind), number) {
                 return Err(StatementError::invalid(
                     name,
-                    line.number,
+                    number,
                     None,
                     format!(
                         "{} {} {} is already on line {first}: a totals row appears once",
@@ -152,7 +125,8 @@ impl StatementAdapter for Totals {
                 ));
             }
             totals.push(row);
-        }
+            Ok(())
+        })?;
         if !header_seen {
             return Err(StatementError::invalid(name, 0, None, "the statement is empty (no header)"));
         }

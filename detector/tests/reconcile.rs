@@ -217,3 +217,107 @@ fn a_simulated_day_reconciles_to_exactly_the_injected_differences() {
     let closed = sim.json(&["breaks", "--status", "closed", "--class", "totals_differ", "--json"]);
     assert_eq!(closed[0]["closed_by"], "bob");
 }
+
+/// A processor's camt.053 bank statement for examples/payfast/2026-11-24.csv: the deposit of
+/// PF-…-002 is stated 0.50 USD higher, one credit of 77,000 KRW has no ledger transaction, and
+/// the chargeback PF-…-005 is not on it.
+const PAYFAST_CAMT053: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02">
+  <BkToCstmrStmt>
+    <GrpHdr><MsgId>PF-MSG-20261124</MsgId><CreDtTm>2026-11-25T06:00:00+09:00</CreDtTm></GrpHdr>
+    <Stmt>
+      <Id>PF-20261124-KRW</Id>
+      <CreDtTm>2026-11-25T06:00:00+09:00</CreDtTm>
+      <FrToDt><FrDtTm>2026-11-24T00:00:00+09:00</FrDtTm><ToDtTm>2026-11-24T23:59:59+09:00</ToDtTm></FrToDt>
+      <Acct><Id><Othr><Id>PAYFAST-KRW-01</Id></Othr></Id><Ccy>KRW</Ccy></Acct>
+      <Bal><Tp><CdOrPrtry><Cd>OPBD</Cd></CdOrPrtry></Tp><Amt Ccy="KRW">0</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>2026-11-24</Dt></Dt></Bal>
+      <Bal><Tp><CdOrPrtry><Cd>CLBD</Cd></CdOrPrtry></Tp><Amt Ccy="KRW">1272500</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>2026-11-24</Dt></Dt></Bal>
+      <TxsSummry><TtlNtries><NbOfNtries>4</NbOfNtries><Sum>1881500</Sum></TtlNtries></TxsSummry>
+      <Ntry>
+        <Amt Ccy="KRW">1500000</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts>
+        <BookgDt><Dt>2026-11-24</Dt></BookgDt><AcctSvcrRef>PFB-1</AcctSvcrRef>
+        <NtryDtls><TxDtls><Refs><EndToEndId>PF-20261124-001</EndToEndId></Refs></TxDtls></NtryDtls>
+      </Ntry>
+      <Ntry>
+        <Amt Ccy="KRW">300000</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts>BOOK</Sts>
+        <BookgDt><Dt>2026-11-24</Dt></BookgDt><AcctSvcrRef>PFB-2</AcctSvcrRef>
+        <NtryDtls><TxDtls><Refs><EndToEndId>PF-20261124-003</EndToEndId></Refs></TxDtls></NtryDtls>
+      </Ntry>
+      <Ntry>
+        <Amt Ccy="KRW">4500</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts>BOOK</Sts>
+        <BookgDt><Dt>2026-11-24</Dt></BookgDt><AcctSvcrRef>PFB-3</AcctSvcrRef>
+        <NtryDtls><TxDtls><Refs><EndToEndId>PF-20261124-004</EndToEndId></Refs></TxDtls></NtryDtls>
+      </Ntry>
+      <Ntry>
+        <Amt Ccy="KRW">77000</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts>
+        <BookgDt><Dt>2026-11-24</Dt></BookgDt><AcctSvcrRef>PFB-4</AcctSvcrRef>
+      </Ntry>
+    </Stmt>
+    <Stmt>
+      <Id>PF-20261124-USD</Id>
+      <CreDtTm>2026-11-25T06:00:00+09:00</CreDtTm>
+      <FrToDt><FrDtTm>2026-11-24T00:00:00+09:00</FrDtTm><ToDtTm>2026-11-24T23:59:59+09:00</ToDtTm></FrToDt>
+      <Acct><Id><Othr><Id>PAYFAST-USD-01</Id></Othr></Id><Ccy>USD</Ccy></Acct>
+      <Bal><Tp><CdOrPrtry><Cd>OPBD</Cd></CdOrPrtry></Tp><Amt Ccy="USD">1000.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>2026-11-24</Dt></Dt></Bal>
+      <Bal><Tp><CdOrPrtry><Cd>CLBD</Cd></CdOrPrtry></Tp><Amt Ccy="USD">1250.50</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>2026-11-24</Dt></Dt></Bal>
+      <Ntry>
+        <Amt Ccy="USD">250.50</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts>
+        <BookgDt><Dt>2026-11-24</Dt></BookgDt><AcctSvcrRef>PFB-5</AcctSvcrRef>
+        <NtryDtls><TxDtls><Refs><EndToEndId>PF-20261124-002</EndToEndId></Refs></TxDtls></NtryDtls>
+      </Ntry>
+    </Stmt>
+  </BkToCstmrStmt>
+</Document>
+"#;
+
+#[test]
+fn a_camt053_bank_statement_reconciles_line_by_line() {
+    let temp = tempfile::tempdir().expect("a temp dir");
+    let dir = temp.path();
+    let example = std::fs::read_to_string(common::examples_dir().join("settlewatch.toml")).expect("the example config");
+    let marker = "# A bank sending fixed-width";
+    let at = example.find(marker).expect("the legacybank section follows payfast");
+    let config = format!(
+        "{}[providers.reconciliation]\nstatement = \"camt053\"\nlate_after_seconds = 86400\n\n{}",
+        &example[..at],
+        &example[at..]
+    );
+    std::fs::create_dir_all(dir.join("sim")).expect("a directory");
+    std::fs::write(dir.join("sim/settlewatch.toml"), config).expect("the config");
+    std::fs::write(dir.join("payfast-20261124.xml"), PAYFAST_CAMT053).expect("the statement");
+    let sim = Sim { dir, url: format!("sqlite:{}", dir.join("ledger.db").display()) };
+    let file = common::examples_dir().join("payfast/2026-11-24.csv");
+    sim.run(&["ingest", "--provider", "payfast", "--received-at", "2026-11-25T00:00:00+09:00", file.to_str().unwrap()])
+        .expect(0);
+    let loaded = sim.run(&["statement", "load", "--provider", "payfast", "payfast-20261124.xml"]).expect(0);
+    assert!(loaded.stdout.contains("camt053, 2026-11-24 to 2026-11-24, 5 lines"), "{}", loaded.stdout);
+
+    let report = sim.json(&["reconcile", "--provider", "payfast", "--period", "2026-11-24", "--json"]);
+    let report = &report["reports"][0];
+    // Matched by id and agreeing: 001, 003, 004 (002 is paired by id but differs).
+    assert_eq!(report["matches"]["by_id"], 3, "{report:#}");
+    let mut found: Vec<(String, String, String)> = report["breaks"]
+        .as_array()
+        .expect("breaks")
+        .iter()
+        .map(|stored| {
+            let found = &stored["found"];
+            (
+                found["class"].as_str().unwrap().to_string(),
+                found["currency"].as_str().unwrap_or("").to_string(),
+                found["difference"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("amount_differs".to_string(), "USD".to_string(), "0.50".to_string()),
+            ("missing_at_provider".to_string(), "KRW".to_string(), "-1500000".to_string()),
+            ("missing_in_ledger".to_string(), "KRW".to_string(), "77000".to_string()),
+        ],
+        "{report:#}"
+    );
+    assert_eq!(report["currencies"]["USD"]["net_difference"], "0.50");
+}

@@ -217,3 +217,38 @@ fn a_simulated_day_reconciles_to_exactly_the_injected_differences() {
     let closed = sim.json(&["breaks", "--status", "closed", "--class", "totals_differ", "--json"]);
     assert_eq!(closed[0]["closed_by"], "bob");
 }
+
+/// `adjust propose --amount` is signed: a negative amount (the ledger holds more than the
+/// statement) is a value, not an unknown flag, so it reaches the store.
+#[test]
+fn a_negative_adjustment_amount_is_accepted_as_a_value() {
+    let temp = tempfile::tempdir().expect("a temp dir");
+    let url = format!("sqlite:{}", temp.path().join("ledger.db").display());
+    let run = run_in(
+        temp.path(),
+        &[
+            "--config",
+            "absent.toml",
+            "--database-url",
+            &url,
+            "adjust",
+            "propose",
+            "--break",
+            "1",
+            "--amount",
+            "-5.00",
+            "--currency",
+            "EUR",
+            "--account",
+            "operator-correction",
+            "--reason",
+            "the provider paid less",
+            "--by",
+            "alice",
+        ],
+    );
+    assert!(!run.stderr.contains("unexpected argument"), "{}", run.stderr);
+    // No break #1 in an empty store: refused by the store, not by the argument parser.
+    let run = run.expect(1);
+    assert!(run.stderr.contains('1'), "{}", run.stderr);
+}

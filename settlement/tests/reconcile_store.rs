@@ -613,6 +613,13 @@ store_test!(an_adjustment_needs_a_second_person, |store: Store| async move {
         Err(StoreError::SelfApproval { adjustment_id, .. }) => assert_eq!(adjustment_id, id),
         other => panic!("expected a refused self-approval, got {other:?}"),
     }
+    // Nor with an invisible character in their name, which prints the same in the audit log.
+    for hidden in ["alice\u{200B}", "al\u{200D}ice", "\u{FEFF}alice", "alice\u{2060}"] {
+        match store.approve_adjustment(id, hidden, t).await {
+            Err(StoreError::SelfApproval { .. } | StoreError::InvalidInput { .. }) => {}
+            other => panic!("expected {hidden:?} to be refused, got {other:?}"),
+        }
+    }
     assert_eq!(store.counts().await.unwrap(), counts, "a refused approval posts nothing");
 
     let approved_at = t + Duration::minutes(30);

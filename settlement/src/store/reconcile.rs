@@ -1775,13 +1775,21 @@ fn person<'t>(name: &'t str, field: &str, what: &dyn Fn() -> String) -> Result<&
     if name.is_empty() {
         return Err(invalid(format!("{}, field {field}", what()), "a person's name is required"));
     }
-    if name.chars().any(char::is_control) || name.len() > crate::model::ID_LENGTH_MAX {
+    if name.chars().any(|c| c.is_control() || invisible(c)) || name.len() > crate::model::ID_LENGTH_MAX {
         return Err(invalid(
             format!("{}, field {field}", what()),
             format!("a name is printable and at most {} bytes", crate::model::ID_LENGTH_MAX),
         ));
     }
     Ok(name)
+}
+
+/// A character that prints as nothing (zero-width, joiners, direction marks, BOM): in a
+/// person's name it would let the proposer approve as a name that reads the same.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}')
 }
 
 /// A reason or note: required (non-blank), at most `NOTE_LENGTH_MAX` bytes, no NUL.

@@ -1600,7 +1600,7 @@ impl Store {
         if adjustment.status != AdjustmentStatus::Pending {
             return Err(StoreError::AdjustmentNotPending { adjustment_id: id, status: adjustment.status });
         }
-        if adjustment.proposed_by.trim().to_lowercase() == approved_by.to_lowercase() {
+        if same_person(&adjustment.proposed_by, approved_by) {
             return Err(StoreError::SelfApproval { adjustment_id: id, person: approved_by.to_string() });
         }
         let stored = locked_break(&mut tx, adjustment.break_id).await?;
@@ -1775,7 +1775,7 @@ fn person<'t>(name: &'t str, field: &str, what: &dyn Fn() -> String) -> Result<&
     if name.is_empty() {
         return Err(invalid(format!("{}, field {field}", what()), "a person's name is required"));
     }
-    if name.chars().any(|c| c.is_control() || invisible(c)) || name.len() > crate::model::ID_LENGTH_MAX {
+    if name.chars().any(char::is_control) || name.len() > crate::model::ID_LENGTH_MAX {
         return Err(invalid(
             format!("{}, field {field}", what()),
             format!("a name is printable and at most {} bytes", crate::model::ID_LENGTH_MAX),
@@ -1784,8 +1784,17 @@ fn person<'t>(name: &'t str, field: &str, what: &dyn Fn() -> String) -> Result<&
     Ok(name)
 }
 
-/// A character that prints as nothing (zero-width, joiners, direction marks, BOM): in a
-/// person's name it would let the proposer approve as a name that reads the same.
+/// Whether two names are the same person's: ignoring case, surrounding space and the
+/// characters that print as nothing, so that `alice<U+200B>` (which reads as `alice` in the
+/// audit log) cannot approve what `alice` proposed. Such characters stay allowed in names
+/// (a zero-width non-joiner is part of some Persian and Indic spellings).
+fn same_person(a: &str, b: &str) -> bool {
+    let key =
+        |name: &str| -> String { name.chars().filter(|&c| !invisible(c)).collect::<String>().trim().to_lowercase() };
+    key(a) == key(b)
+}
+
+/// A character that prints as nothing (zero-width, joiners, direction marks, BOM).
 fn invisible(c: char) -> bool {
     matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
         | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'

@@ -892,14 +892,29 @@ impl Store {
         provider: &str,
         business_date: NaiveDate,
     ) -> Result<(Vec<StatementLine>, Vec<TotalsLine>, Vec<StatementInfo>)> {
+        self.statement_lines_in(provider, business_date, None).await
+    }
+
+    /// As `statement_lines_for`, with the lines and totals rows taken only from statements
+    /// of `format` when given (a run compares its configured format's statements only; the
+    /// statements listed are still all those of the day).
+    pub async fn statement_lines_in(
+        &self,
+        provider: &str,
+        business_date: NaiveDate,
+        format: Option<StatementFormat>,
+    ) -> Result<(Vec<StatementLine>, Vec<TotalsLine>, Vec<StatementInfo>)> {
         let day = date_text(business_date, &|| format!("statement lines of {provider}"))?;
+        let format = format.map(StatementFormat::as_str).unwrap_or_default();
         let mut lines = Vec::new();
         {
             let sql = format!(
                 "SELECT {LINE_COLUMNS} FROM statement_lines l JOIN providers p ON p.id = l.provider_id
-                 WHERE p.name = $1 AND l.business_date = $2 ORDER BY l.statement_id, l.line_index"
+                 WHERE p.name = $1 AND l.business_date = $2
+                   AND ($3 = '' OR l.statement_id IN (SELECT id FROM statements WHERE format = $3))
+                 ORDER BY l.statement_id, l.line_index"
             );
-            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).fetch(&self.pool);
+            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).bind(format).fetch(&self.pool);
             while let Some(row) = rows.try_next().await? {
                 if lines.len() == STATEMENT_LINES_MAX {
                     return Err(StoreError::TooLarge {
@@ -915,9 +930,11 @@ impl Store {
         {
             let sql = format!(
                 "SELECT {TOTALS_COLUMNS} FROM statement_totals t JOIN providers p ON p.id = t.provider_id
-                 WHERE p.name = $1 AND t.business_date = $2 ORDER BY t.statement_id, t.line_index"
+                 WHERE p.name = $1 AND t.business_date = $2
+                   AND ($3 = '' OR t.statement_id IN (SELECT id FROM statements WHERE format = $3))
+                 ORDER BY t.statement_id, t.line_index"
             );
-            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).fetch(&self.pool);
+            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).bind(format).fetch(&self.pool);
             while let Some(row) = rows.try_next().await? {
                 if totals.len() == STATEMENT_LINES_MAX {
                     return Err(StoreError::TooLarge {

@@ -19,9 +19,12 @@
 //! Amounts are exact decimals everywhere else; Prometheus samples are floats, so they are
 //! converted here, at the exposition edge, and only here.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use settlement::config::Config;
 use settlement::reconcile::BreakClass;
@@ -32,6 +35,8 @@ pub const RECONCILIATION_DIFFERENCE: &str = "settlewatch_reconciliation_differen
 pub const RECONCILIATION_DIFFERENCE_AT_STAKE: &str = "settlewatch_reconciliation_difference_at_stake";
 pub const RECONCILIATION_OLDEST_BREAK_AGE: &str = "settlewatch_reconciliation_oldest_break_age_seconds";
 pub const RECONCILIATION_LAST_SUCCESS: &str = "settlewatch_reconciliation_last_success_timestamp_seconds";
+
+const ZERO_SUMS: (Option<Decimal>, Option<Decimal>) = (Some(Decimal::ZERO), Some(Decimal::ZERO));
 
 /// A gathered set of metric families.
 pub struct Exposition {
@@ -117,18 +122,28 @@ pub async fn reconciliation_at(store: &Store, config: &Config, now: DateTime<Utc
             last_success.with_label_values(&[provider.name.as_str()]).set(seconds);
         }
     }
-    let mut oldest_by_provider = std::collections::BTreeMap::new();
+    let mut oldest_by_provider = BTreeMap::new();
+    // Per (provider, currency): the exact sums over the classes, converted to floats once
+    // (`None` once a sum overflows).
+    let mut sums: BTreeMap<(String, String), (Option<Decimal>, Option<Decimal>)> = BTreeMap::new();
     for stats in store.open_break_stats().await? {
         let provider = stats.provider.as_str();
         breaks.with_label_values(&[provider, stats.class.as_str()]).add(stats.open_count as f64);
         for (currency, amount) in &stats.open_difference {
-            difference.with_label_values(&[provider, currency.as_str()]).add(amount.to_f64().unwrap_or(f64::NAN));
+            let (net, _) = sums.entry((stats.provider.clone(), currency.as_str().to_string())).or_insert(ZERO_SUMS);
+            *net = net.and_then(|sum| sum.checked_add(*amount));
         }
         for (currency, amount) in &stats.open_difference_abs {
-            at_stake.with_label_values(&[provider, currency.as_str()]).add(amount.to_f64().unwrap_or(f64::NAN));
+            let (_, abs) = sums.entry((stats.provider.clone(), currency.as_str().to_string())).or_insert(ZERO_SUMS);
+            *abs = abs.and_then(|sum| sum.checked_add(*amount));
         }
         let entry = oldest_by_provider.entry(stats.provider.clone()).or_insert(stats.oldest_open_at);
         *entry = (*entry).min(stats.oldest_open_at);
+    }
+    let float = |sum: Option<Decimal>| sum.and_then(|sum| sum.to_f64()).unwrap_or(f64::NAN);
+    for ((provider, currency), (net, abs)) in sums {
+        difference.with_label_values(&[provider.as_str(), currency.as_str()]).set(float(net));
+        at_stake.with_label_values(&[provider.as_str(), currency.as_str()]).set(float(abs));
     }
     for (provider, opened_at) in oldest_by_provider {
         let age = (now - opened_at).num_milliseconds().max(0) as f64 / 1000.0;

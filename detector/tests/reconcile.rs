@@ -321,3 +321,87 @@ fn a_camt053_bank_statement_reconciles_line_by_line() {
     );
     assert_eq!(report["currencies"]["USD"]["net_difference"], "0.50");
 }
+
+/// `adjust propose --amount` is signed: a negative amount (the ledger holds more than the
+/// statement) is a value, not an unknown flag, so it reaches the store.
+#[test]
+fn a_negative_adjustment_amount_is_accepted_as_a_value() {
+    let temp = tempfile::tempdir().expect("a temp dir");
+    let url = format!("sqlite:{}", temp.path().join("ledger.db").display());
+    let run = run_in(
+        temp.path(),
+        &[
+            "--config",
+            "absent.toml",
+            "--database-url",
+            &url,
+            "adjust",
+            "propose",
+            "--break",
+            "1",
+            "--amount",
+            "-5.00",
+            "--currency",
+            "EUR",
+            "--account",
+            "operator-correction",
+            "--reason",
+            "the provider paid less",
+            "--by",
+            "alice",
+        ],
+    );
+    assert!(!run.stderr.contains("unexpected argument"), "{}", run.stderr);
+    // No break #1 in an empty store: refused by the store, not by the argument parser.
+    let run = run.expect(1);
+    assert!(run.stderr.contains('1'), "{}", run.stderr);
+}
+
+/// The metrics' differences are summed as exact decimals and converted to a float once:
+/// breaks of 0.10 and 0.20 USD in two classes are 0.3, not 0.30000000000000004.
+#[test]
+fn metric_differences_are_summed_exactly_across_classes() {
+    use settlement::reconcile::{Break, BreakClass, MatchCounts, Outcome, ReconPeriod};
+    let temp = tempfile::tempdir().expect("a temp dir");
+    let path = temp.path().join("ledger.db");
+    let at = |text: &str| -> chrono::DateTime<chrono::Utc> { text.parse().expect("a time") };
+    let found = |class: BreakClass, key: &str, difference: &str| Break {
+        class,
+        key: key.into(),
+        currency: Some(settlement::money::CurrencyCode::parse("USD").expect("a currency")),
+        kind: Some(settlement::model::Kind::Bet),
+        provider_tx_id: Some(key.into()),
+        statement_record: Some(1),
+        ledger_amount: None,
+        statement_amount: Some(difference.parse().expect("a decimal")),
+        difference: difference.parse().expect("a decimal"),
+        count: 1,
+        auto_closed_by: None,
+        reason: format!("{key}: {difference}"),
+    };
+    common::runtime().block_on(async {
+        let store = common::open_store(&path).await;
+        let period = ReconPeriod {
+            business_date: "2026-11-24".parse().expect("a date"),
+            from: at("2026-11-24T00:00:00Z"),
+            to: at("2026-11-25T00:00:00Z"),
+            as_of: at("2026-11-25T06:00:00Z"),
+        };
+        let outcome = Outcome {
+            currencies: BTreeMap::new(),
+            matches: MatchCounts::default(),
+            breaks: vec![
+                found(BreakClass::MissingInLedger, "A", "0.10"),
+                found(BreakClass::AmountDiffers, "B", "0.20"),
+            ],
+        };
+        store.record_run("evo", &period, &outcome, at("2026-11-25T06:00:00Z")).await.expect("a run");
+        store.close().await;
+    });
+    let url = format!("sqlite:{}", path.display());
+    let metrics = run_in(temp.path(), &["--config", "absent.toml", "--database-url", &url, "metrics"]).expect(0).stdout;
+    for name in ["settlewatch_reconciliation_difference", "settlewatch_reconciliation_difference_at_stake"] {
+        let line = format!("{name}{{currency=\"USD\",provider=\"evo\"}} 0.3\n");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+}

@@ -613,6 +613,13 @@ store_test!(an_adjustment_needs_a_second_person, |store: Store| async move {
         Err(StoreError::SelfApproval { adjustment_id, .. }) => assert_eq!(adjustment_id, id),
         other => panic!("expected a refused self-approval, got {other:?}"),
     }
+    // Nor with an invisible character in their name, which prints the same in the audit log.
+    for hidden in ["alice\u{200B}", "al\u{200D}ice", "\u{FEFF}alice", "alice\u{2060}", "\u{200B} ALICE"] {
+        match store.approve_adjustment(id, hidden, t).await {
+            Err(StoreError::SelfApproval { .. }) => {}
+            other => panic!("expected {hidden:?} to be refused, got {other:?}"),
+        }
+    }
     assert_eq!(store.counts().await.unwrap(), counts, "a refused approval posts nothing");
 
     let approved_at = t + Duration::minutes(30);
@@ -814,4 +821,30 @@ store_test!(bad_outcomes_are_refused_whole, |store: Store| async move {
     assert!(matches!(&error, StoreError::InvalidInput { what, .. } if what.contains("\"B\"")), "{error:?}");
     assert_eq!(store.last_successful_run("evo").await.unwrap(), None, "nothing of a refused run is stored");
     assert!(store.breaks(&BreakFilter::default()).await.unwrap().is_empty());
+});
+
+// A run compares the lines of the statements in its configured format only: a camt.053
+// statement loaded for the same day does not add its lines to a listing run.
+store_test!(a_run_reads_the_lines_of_its_own_format, |store: Store| async move {
+    use settlement::reconcile::run::{reconcile_day, DayRequest};
+    use settlement::reconcile::ReconRules;
+    store.save_statement(&listing(), at("2026-11-25T01:00:00Z")).await.unwrap();
+    store.save_statement(&camt(), at("2026-11-25T01:00:00Z")).await.unwrap();
+    let rules = ReconRules::default();
+    for (format, own, other) in [(StatementFormat::Listing, "T1", "T9"), (StatementFormat::Camt053, "T9", "T1")] {
+        let request = DayRequest {
+            provider: "evo",
+            timezone: chrono_tz::UTC,
+            format,
+            rules: &rules,
+            business_date: day("2026-11-24"),
+            as_of: at("2026-11-25T06:00:00Z"),
+            now: at("2026-11-25T06:00:00Z"),
+        };
+        let report = reconcile_day(&store, &request).await.unwrap();
+        let ids: Vec<Option<&str>> =
+            report.outcome.breaks.iter().map(|found| found.provider_tx_id.as_deref()).collect();
+        assert!(ids.contains(&Some(own)), "{format}: {ids:?}");
+        assert!(!ids.contains(&Some(other)), "{format} run took the other statement's line: {ids:?}");
+    }
 });

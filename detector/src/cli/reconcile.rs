@@ -74,7 +74,7 @@ pub enum AdjustCommand {
         #[arg(long = "break")]
         break_id: i64,
         /// Signed amount in the currency's unit, posted as a manual adjustment.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         amount: Decimal,
         #[arg(long)]
         currency: String,

@@ -58,7 +58,10 @@ pub async fn reconcile_day(store: &Store, request: &DayRequest<'_>) -> Result<Da
         return Err(RunError::AsOfInFuture { as_of: request.as_of, now: request.now });
     }
     let day = Period::day(request.business_date, request.timezone)?;
-    let (lines, totals, statements) = store.statement_lines_for(request.provider, request.business_date).await?;
+    // Only the configured format's lines: another format's statement of the same day
+    // (loaded before the format changed) would claim its transactions a second time.
+    let (lines, totals, statements) =
+        store.statement_lines_in(request.provider, request.business_date, Some(request.format)).await?;
     let side = match request.format {
         StatementFormat::Totals => StatementSide::Totals(&totals),
         StatementFormat::Listing | StatementFormat::Camt053 => StatementSide::Lines(&lines),

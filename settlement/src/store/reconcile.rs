@@ -892,14 +892,29 @@ impl Store {
         provider: &str,
         business_date: NaiveDate,
     ) -> Result<(Vec<StatementLine>, Vec<TotalsLine>, Vec<StatementInfo>)> {
+        self.statement_lines_in(provider, business_date, None).await
+    }
+
+    /// As `statement_lines_for`, with the lines and totals rows taken only from statements
+    /// of `format` when given (a run compares its configured format's statements only; the
+    /// statements listed are still all those of the day).
+    pub async fn statement_lines_in(
+        &self,
+        provider: &str,
+        business_date: NaiveDate,
+        format: Option<StatementFormat>,
+    ) -> Result<(Vec<StatementLine>, Vec<TotalsLine>, Vec<StatementInfo>)> {
         let day = date_text(business_date, &|| format!("statement lines of {provider}"))?;
+        let format = format.map(StatementFormat::as_str).unwrap_or_default();
         let mut lines = Vec::new();
         {
             let sql = format!(
                 "SELECT {LINE_COLUMNS} FROM statement_lines l JOIN providers p ON p.id = l.provider_id
-                 WHERE p.name = $1 AND l.business_date = $2 ORDER BY l.statement_id, l.line_index"
+                 WHERE p.name = $1 AND l.business_date = $2
+                   AND ($3 = '' OR l.statement_id IN (SELECT id FROM statements WHERE format = $3))
+                 ORDER BY l.statement_id, l.line_index"
             );
-            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).fetch(&self.pool);
+            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).bind(format).fetch(&self.pool);
             while let Some(row) = rows.try_next().await? {
                 if lines.len() == STATEMENT_LINES_MAX {
                     return Err(StoreError::TooLarge {
@@ -915,9 +930,11 @@ impl Store {
         {
             let sql = format!(
                 "SELECT {TOTALS_COLUMNS} FROM statement_totals t JOIN providers p ON p.id = t.provider_id
-                 WHERE p.name = $1 AND t.business_date = $2 ORDER BY t.statement_id, t.line_index"
+                 WHERE p.name = $1 AND t.business_date = $2
+                   AND ($3 = '' OR t.statement_id IN (SELECT id FROM statements WHERE format = $3))
+                 ORDER BY t.statement_id, t.line_index"
             );
-            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).fetch(&self.pool);
+            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).bind(format).fetch(&self.pool);
             while let Some(row) = rows.try_next().await? {
                 if totals.len() == STATEMENT_LINES_MAX {
                     return Err(StoreError::TooLarge {
@@ -1600,7 +1617,7 @@ impl Store {
         if adjustment.status != AdjustmentStatus::Pending {
             return Err(StoreError::AdjustmentNotPending { adjustment_id: id, status: adjustment.status });
         }
-        if adjustment.proposed_by.trim().to_lowercase() == approved_by.to_lowercase() {
+        if same_person(&adjustment.proposed_by, approved_by) {
             return Err(StoreError::SelfApproval { adjustment_id: id, person: approved_by.to_string() });
         }
         let stored = locked_break(&mut tx, adjustment.break_id).await?;
@@ -1782,6 +1799,23 @@ fn person<'t>(name: &'t str, field: &str, what: &dyn Fn() -> String) -> Result<&
         ));
     }
     Ok(name)
+}
+
+/// Whether two names are the same person's: ignoring case, surrounding space and the
+/// characters that print as nothing, so that `alice<U+200B>` (which reads as `alice` in the
+/// audit log) cannot approve what `alice` proposed. Such characters stay allowed in names
+/// (a zero-width non-joiner is part of some Persian and Indic spellings).
+fn same_person(a: &str, b: &str) -> bool {
+    let key =
+        |name: &str| -> String { name.chars().filter(|&c| !invisible(c)).collect::<String>().trim().to_lowercase() };
+    key(a) == key(b)
+}
+
+/// A character that prints as nothing (zero-width, joiners, direction marks, BOM).
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}')
 }
 
 /// A reason or note: required (non-blank), at most `NOTE_LENGTH_MAX` bytes, no NUL.

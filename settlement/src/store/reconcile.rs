@@ -895,6 +895,31 @@ impl Store {
         self.statement_lines_in(provider, business_date, None).await
     }
 
+    /// Rows of one provider day's statements, each mapped by `map`; more than
+    /// `STATEMENT_LINES_MAX` is refused, never cut short.
+    async fn statement_day_rows<T>(
+        &self,
+        sql: &str,
+        binds: [&str; 3],
+        what: impl Fn() -> String,
+        hint: &'static str,
+        map: fn(&AnyRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let mut rows = query.fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            if out.len() == STATEMENT_LINES_MAX {
+                return Err(StoreError::TooLarge { what: what(), limit: STATEMENT_LINES_MAX, hint });
+            }
+            out.push(map(&row)?);
+        }
+        Ok(out)
+    }
+
     /// As `statement_lines_for`, with the lines and totals rows taken only from statements
     /// of `format` when given (a run compares its configured format's statements only; the
     /// statements listed are still all those of the day).
@@ -906,46 +931,34 @@ impl Store {
     ) -> Result<(Vec<StatementLine>, Vec<TotalsLine>, Vec<StatementInfo>)> {
         let day = date_text(business_date, &|| format!("statement lines of {provider}"))?;
         let format = format.map(StatementFormat::as_str).unwrap_or_default();
-        let mut lines = Vec::new();
-        {
-            let sql = format!(
-                "SELECT {LINE_COLUMNS} FROM statement_lines l JOIN providers p ON p.id = l.provider_id
-                 WHERE p.name = $1 AND l.business_date = $2
-                   AND ($3 = '' OR l.statement_id IN (SELECT id FROM statements WHERE format = $3))
-                 ORDER BY l.statement_id, l.line_index"
-            );
-            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).bind(format).fetch(&self.pool);
-            while let Some(row) = rows.try_next().await? {
-                if lines.len() == STATEMENT_LINES_MAX {
-                    return Err(StoreError::TooLarge {
-                        what: format!("statement lines of {provider} on {business_date}"),
-                        limit: STATEMENT_LINES_MAX,
-                        hint: "the day's statements hold too many lines to reconcile at once",
-                    });
-                }
-                lines.push(statement_line(&row)?);
-            }
-        }
-        let mut totals = Vec::new();
-        {
-            let sql = format!(
-                "SELECT {TOTALS_COLUMNS} FROM statement_totals t JOIN providers p ON p.id = t.provider_id
-                 WHERE p.name = $1 AND t.business_date = $2
-                   AND ($3 = '' OR t.statement_id IN (SELECT id FROM statements WHERE format = $3))
-                 ORDER BY t.statement_id, t.line_index"
-            );
-            let mut rows = sqlx::query(&sql).bind(provider).bind(day.as_str()).bind(format).fetch(&self.pool);
-            while let Some(row) = rows.try_next().await? {
-                if totals.len() == STATEMENT_LINES_MAX {
-                    return Err(StoreError::TooLarge {
-                        what: format!("statement totals rows of {provider} on {business_date}"),
-                        limit: STATEMENT_LINES_MAX,
-                        hint: "the day's statements hold too many totals rows to reconcile at once",
-                    });
-                }
-                totals.push(totals_line(&row)?);
-            }
-        }
+        let lines = self
+            .statement_day_rows(
+                &format!(
+                    "SELECT {LINE_COLUMNS} FROM statement_lines l JOIN providers p ON p.id = l.provider_id
+                     WHERE p.name = $1 AND l.business_date = $2
+                       AND ($3 = '' OR l.statement_id IN (SELECT id FROM statements WHERE format = $3))
+                     ORDER BY l.statement_id, l.line_index"
+                ),
+                [provider, day.as_str(), format],
+                || format!("statement lines of {provider} on {business_date}"),
+                "the day's statements hold too many lines to reconcile at once",
+                statement_line,
+            )
+            .await?;
+        let totals = self
+            .statement_day_rows(
+                &format!(
+                    "SELECT {TOTALS_COLUMNS} FROM statement_totals t JOIN providers p ON p.id = t.provider_id
+                     WHERE p.name = $1 AND t.business_date = $2
+                       AND ($3 = '' OR t.statement_id IN (SELECT id FROM statements WHERE format = $3))
+                     ORDER BY t.statement_id, t.line_index"
+                ),
+                [provider, day.as_str(), format],
+                || format!("statement totals rows of {provider} on {business_date}"),
+                "the day's statements hold too many totals rows to reconcile at once",
+                totals_line,
+            )
+            .await?;
         let infos = sqlx::query(&format!(
             "SELECT {STATEMENT_COLUMNS} FROM statements s JOIN providers p ON p.id = s.provider_id
              WHERE p.name = $1 AND ((s.from_date <= $2 AND s.to_date >= $2)

@@ -159,6 +159,27 @@ fn isolation_forest_finds_and_explains_the_outlier() {
 }
 
 #[test]
+fn isolation_forest_batch_scores_equal_row_scores_for_every_layout() {
+    // Batch scoring transposes groups of rows (narrow rows), descends rows one by one when a
+    // group would not fit a block (wide rows), and scores the rows after the last whole
+    // group one by one; every path gives the per-row score bit for bit, NaN values included
+    // (they compare as "not greater" and go left, on both paths).
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (rows_count, features) in [(1_000, 5), (37, 3), (300, 64), (90, 300), (5, 5_000)] {
+        let mut rows = Array2::from_shape_fn((rows_count, features), |_| rng.gen_range(-4.0..4.0));
+        let model = IsolationForestParams::default().fit(rows.view(), 2).unwrap();
+        rows[[rows_count / 2, features - 1]] = f64::NAN;
+        rows[[rows_count - 1, 0]] = f64::NAN;
+        let row_scores = scores(&model, rows.view());
+        let batch_scores = model.score_rows(rows.view()).to_vec();
+        assert_eq!(row_scores.len(), batch_scores.len());
+        for (row, (one, batch)) in row_scores.iter().zip(&batch_scores).enumerate() {
+            assert_eq!(one.to_bits(), batch.to_bits(), "{rows_count}x{features}: row {row}");
+        }
+    }
+}
+
+#[test]
 fn isolation_forest_is_deterministic_and_round_trips() {
     check_deterministic_and_round_trips(&IsolationForestParams::default());
     let rows = rows_with_outlier(2);

@@ -27,7 +27,7 @@ use training::artifact::{
 use training::dataset::{load_csv, read_header, DatasetOptions, CELLS_MAX};
 use training::metrics::{average_precision, precision_at_k, roc_auc};
 use training::thresholds::{for_alert_rate, for_precision};
-use training::{Fit, Model};
+use training::Fit;
 
 /// Identifier columns of an exported features CSV, never features.
 const ID_COLUMNS: [&str; 2] = ["provider", "provider_tx_id"];
@@ -231,7 +231,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let model = params.fit(data.rows.view(), args.seed)?;
     let fit_seconds = started.elapsed().as_secs_f64();
-    let scores = model.score_rows(data.rows.view()).to_vec();
+    let scores = training::batch::score_rows_parallel(&model, data.rows.view()).to_vec();
     let mut thresholds = vec![for_alert_rate(&scores, args.alert_rate)?];
     let mut metrics = None;
     if let Some(labels) = &data.labels {

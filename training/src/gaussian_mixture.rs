@@ -62,9 +62,16 @@ pub struct GaussianMixtureParams {
     /// Most training rows EM sees; more are subsampled (seeded). Default 100,000.
     pub training_rows_max: usize,
     /// Components lighter than this share of the rows are dropped after EM (the heaviest is
-    /// always kept) and the weights renormalised. Default 0.02. A tiny component is EM
-    /// memorising a handful of outliers with a narrow Gaussian, which would give exactly
+    /// always kept) and the weights renormalised. Default 0.1. A light component is EM
+    /// memorising a group of outliers with a narrow Gaussian, which would give exactly
     /// those rows a high likelihood; dropping it scores them under the bulk of the data.
+    /// Anomalies often come as a cluster of a few percent of the rows (the reference
+    /// datasets hold 2% to 35%), so a floor of 2% (the earlier default) kept such a cluster
+    /// as a "normal" mode: on WBC (4.5% anomalies) and thyroid (2.5%) the mixture ranked
+    /// them as normal. With 4 components a genuine mode of the data holds far more than a
+    /// tenth of the rows. Over the 14 reference datasets (3 seeds) the single mixture's mean
+    /// ROC-AUC went from 0.832 to 0.849 and its average precision from 0.345 to 0.447,
+    /// and floors of 0.05 to 0.2 all did better than 0.02 (`examples/ensemble_study.rs`).
     pub component_weight_min: f64,
 }
 
@@ -76,7 +83,7 @@ impl Default for GaussianMixtureParams {
             iterations_max: 200,
             tolerance: 1e-3,
             training_rows_max: 100_000,
-            component_weight_min: 0.02,
+            component_weight_min: 0.1,
         }
     }
 }

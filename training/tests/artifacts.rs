@@ -156,7 +156,9 @@ fn an_ensemble_of_identical_members_scores_and_explains_like_the_member() {
         let model: AnyModel = kind.default_params().fit(rows.view(), 3).unwrap();
         let member = CalibratedModel::calibrate(model.clone(), rows.view()).unwrap();
         let single = Ensemble::new(vec![member.clone()], Combination::Mean).unwrap();
-        for combination in [Combination::Mean, Combination::Median, Combination::TailEvidence] {
+        for combination in
+            [Combination::Mean, Combination::Median, Combination::TailEvidence, Combination::RankWeightedTailEvidence]
+        {
             let triple = Ensemble::new(vec![member.clone(), member.clone(), member.clone()], combination).unwrap();
             let mut single_contributions = vec![0.0; 4];
             let mut triple_contributions = vec![0.0; 4];

@@ -99,7 +99,9 @@ mod table;
 use breaks::ProviderBreaks;
 pub use breaks::{break_events_from_changes, BreakChange, BreakEvent, BreakReplay, BreakStatusChange};
 
-use stats::{cyclic_time, decay, decimal_to_f64, instant_nanos, ratio, seconds_between, signed_log1p, Ring, RATIO_MAX};
+use stats::{
+    decay, decimal_to_f64, instant_nanos, ratio, seconds_between, signed_log1p, CyclicTimeOfSecond, Ring, RATIO_MAX,
+};
 use table::{EntityTable, KeyHasher};
 
 /// Default limits of the per-entity tables.
@@ -556,6 +558,7 @@ pub struct FeatureExtractor {
     breaks: EntityTable<ProviderBreaks>,
     break_closes_unmatched: u64,
     currency_rates: Vec<(CurrencyCode, f64)>,
+    time_of_day: CyclicTimeOfSecond,
 }
 
 impl FeatureExtractor {
@@ -573,6 +576,7 @@ impl FeatureExtractor {
             breaks: EntityTable::new(config.break_providers_max),
             break_closes_unmatched: 0,
             currency_rates: Vec::with_capacity(CURRENCIES_CACHED_MAX),
+            time_of_day: CyclicTimeOfSecond::default(),
             config,
         }
     }
@@ -818,11 +822,12 @@ impl FeatureExtractor {
         };
 
         let delay = signed_log1p(seconds_between(instant_nanos(tx.received_at), at));
-        let [hour_sin, hour_cos, weekday_sin, weekday_cos] = cyclic_time(at);
+        let [hour_sin, hour_cos, weekday_sin, weekday_cos] = self.time_of_day.at(at);
         let flag = |value: bool| if value { 1.0 } else { 0.0 };
         let values: [f64; FEATURE_COUNT] = [
             amount_major,
-            signed_log1p(reference),
+            // `signed_log1p(reference)`, with the logarithm already taken.
+            reference.signum() * amount_log,
             log_ratio_to_median,
             robust_z,
             seconds_since_previous.ln_1p(),

@@ -497,6 +497,11 @@ struct ProviderState {
     rejected: f64,
     duplicates: f64,
     conflicts: f64,
+    /// The provider's slot in the break table (`None`: no break state), valid while the
+    /// table's placements are the ones recorded here. The default, no slot at 0
+    /// placements, is right for the empty table.
+    breaks_slot: Option<u32>,
+    breaks_placements: u64,
 }
 
 impl ProviderState {
@@ -709,8 +714,14 @@ impl FeatureExtractor {
         let round = round_key.map(|key| self.rounds.get_or_insert(key).state);
         let session_first_seen = session_key.is_some_and(|key| self.sessions.get_or_insert(key).first_seen);
         let provider = self.providers.get_or_insert(provider_key).state;
-        // Reconciliation breaks of the provider (no lookup while no provider has any).
-        let breaks = self.breaks.find(provider_key);
+        // Reconciliation breaks of the provider: looked up once, then read through the
+        // slot kept in the provider's state until the break table places another key (a
+        // provider's first break, or an eviction), which is rare.
+        if provider.breaks_placements != self.breaks.placements() {
+            provider.breaks_slot = self.breaks.find_slot(provider_key);
+            provider.breaks_placements = self.breaks.placements();
+        }
+        let breaks = provider.breaks_slot.map(|slot| &*self.breaks.at_slot(slot));
 
         // Account.
         let account_first_seen = account_entry.first_seen;

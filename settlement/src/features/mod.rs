@@ -558,8 +558,9 @@ pub struct FeatureExtractor {
     sessions: EntityTable<()>,
     rounds: EntityTable<RoundState>,
     providers: EntityTable<ProviderState>,
-    /// Reconciliation breaks per provider (keyed like `providers`, in a table of its own:
-    /// changed by [`BreakEvent`]s, read by transactions).
+    /// Reconciliation breaks per provider (keyed like `providers`, in a table of its own
+    /// with its own limit: changed by [`BreakEvent`]s, read by transactions through the
+    /// slot kept in the provider's entry, see `ProviderState::breaks_slot`).
     breaks: EntityTable<ProviderBreaks>,
     break_closes_unmatched: u64,
     currency_rates: Vec<(CurrencyCode, f64)>,

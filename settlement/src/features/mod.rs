@@ -99,7 +99,9 @@ mod table;
 use breaks::ProviderBreaks;
 pub use breaks::{break_events_from_changes, BreakChange, BreakEvent, BreakReplay, BreakStatusChange};
 
-use stats::{cyclic_time, decay, decimal_to_f64, instant_nanos, ratio, seconds_between, signed_log1p, Ring, RATIO_MAX};
+use stats::{
+    decay, decimal_to_f64, instant_nanos, ratio, seconds_between, signed_log1p, CyclicTimeOfSecond, Ring, RATIO_MAX,
+};
 use table::{EntityTable, KeyHasher};
 
 /// Default limits of the per-entity tables.
@@ -495,6 +497,11 @@ struct ProviderState {
     rejected: f64,
     duplicates: f64,
     conflicts: f64,
+    /// The provider's slot in the break table (`None`: no break state), valid while the
+    /// table's placements are the ones recorded here. The default, no slot at 0
+    /// placements, is right for the empty table.
+    breaks_slot: Option<u32>,
+    breaks_placements: u64,
 }
 
 impl ProviderState {
@@ -551,11 +558,13 @@ pub struct FeatureExtractor {
     sessions: EntityTable<()>,
     rounds: EntityTable<RoundState>,
     providers: EntityTable<ProviderState>,
-    /// Reconciliation breaks per provider (keyed like `providers`, in a table of its own:
-    /// changed by [`BreakEvent`]s, read by transactions).
+    /// Reconciliation breaks per provider (keyed like `providers`, in a table of its own
+    /// with its own limit: changed by [`BreakEvent`]s, read by transactions through the
+    /// slot kept in the provider's entry, see `ProviderState::breaks_slot`).
     breaks: EntityTable<ProviderBreaks>,
     break_closes_unmatched: u64,
     currency_rates: Vec<(CurrencyCode, f64)>,
+    time_of_day: CyclicTimeOfSecond,
 }
 
 impl FeatureExtractor {
@@ -573,6 +582,7 @@ impl FeatureExtractor {
             breaks: EntityTable::new(config.break_providers_max),
             break_closes_unmatched: 0,
             currency_rates: Vec::with_capacity(CURRENCIES_CACHED_MAX),
+            time_of_day: CyclicTimeOfSecond::default(),
             config,
         }
     }
@@ -681,11 +691,42 @@ impl FeatureExtractor {
         let is_bet = kind == Kind::Bet;
         let is_win = matches!(kind, Kind::Win | Kind::JackpotWin);
 
-        // Account.
+        // Every entity is looked up before any state is read. Their states lie apart in
+        // memory, mostly outside the cache with many accounts and rounds: looking them up
+        // one after the other, each only when the previous one's arithmetic is done, makes
+        // the processor wait for each fetch in turn; together, the fetches overlap. The
+        // tables are independent, so the order of the lookups changes nothing else.
         let account_key = KeyHasher::new(DOMAIN_ACCOUNT).field(&tx.account).finish();
-        let entry = self.accounts.get_or_insert(account_key);
-        let account_first_seen = entry.first_seen;
-        let account = entry.state;
+        let game_key = tx
+            .game_id
+            .as_deref()
+            .map(|game_id| KeyHasher::new(DOMAIN_GAME).field(&tx.provider).field(game_id).finish());
+        let round_key = tx
+            .round_id
+            .as_deref()
+            .map(|round_id| KeyHasher::new(DOMAIN_ROUND).field(&tx.provider).field(round_id).finish());
+        let session_key = tx
+            .session_id
+            .as_deref()
+            .map(|session_id| KeyHasher::new(DOMAIN_SESSION).field(&tx.provider).field(session_id).finish());
+        let provider_key = KeyHasher::new(DOMAIN_PROVIDER).field(&tx.provider).finish();
+        let account_entry = self.accounts.get_or_insert(account_key);
+        let game_entry = game_key.map(|key| self.games.get_or_insert(key));
+        let round = round_key.map(|key| self.rounds.get_or_insert(key).state);
+        let session_first_seen = session_key.is_some_and(|key| self.sessions.get_or_insert(key).first_seen);
+        let provider = self.providers.get_or_insert(provider_key).state;
+        // Reconciliation breaks of the provider: looked up once, then read through the
+        // slot kept in the provider's state until the break table places another key (a
+        // provider's first break, or an eviction), which is rare.
+        if provider.breaks_placements != self.breaks.placements() {
+            provider.breaks_slot = self.breaks.find_slot(provider_key);
+            provider.breaks_placements = self.breaks.placements();
+        }
+        let breaks = provider.breaks_slot.map(|slot| &*self.breaks.at_slot(slot));
+
+        // Account.
+        let account_first_seen = account_entry.first_seen;
+        let account = account_entry.state;
         let (log_ratio_to_median, robust_z) = match account.amounts.median_and_mad() {
             Some((median, mad)) => {
                 let difference = amount_log - median;
@@ -738,10 +779,8 @@ impl FeatureExtractor {
         let withdrawn_per_wagered = ratio(account.withdrawn, account.wagered);
 
         // Game.
-        let (rtp_realised, rtp_deviation, game_first_seen) = match tx.game_id.as_deref() {
-            Some(game_id) => {
-                let key = KeyHasher::new(DOMAIN_GAME).field(&tx.provider).field(game_id).finish();
-                let entry = self.games.get_or_insert(key);
+        let (rtp_realised, rtp_deviation, game_first_seen) = match (game_entry, tx.game_id.as_deref()) {
+            (Some(entry), Some(game_id)) => {
                 let game = entry.state;
                 if entry.first_seen {
                     game.expected_rtp =
@@ -759,14 +798,12 @@ impl FeatureExtractor {
                 };
                 (realised, realised - game.expected_rtp, entry.first_seen)
             }
-            None => (config.expected_rtp_default, 0.0, false),
+            _ => (config.expected_rtp_default, 0.0, false),
         };
 
         // Round.
-        let round_win_bet = match tx.round_id.as_deref() {
-            Some(round_id) => {
-                let key = KeyHasher::new(DOMAIN_ROUND).field(&tx.provider).field(round_id).finish();
-                let round = self.rounds.get_or_insert(key).state;
+        let round_win_bet = match round {
+            Some(round) => {
                 if is_bet {
                     round.bets += amount;
                 }
@@ -778,18 +815,7 @@ impl FeatureExtractor {
             None => 0.0,
         };
 
-        // Session.
-        let session_first_seen = match tx.session_id.as_deref() {
-            Some(session_id) => {
-                let key = KeyHasher::new(DOMAIN_SESSION).field(&tx.provider).field(session_id).finish();
-                self.sessions.get_or_insert(key).first_seen
-            }
-            None => false,
-        };
-
         // Provider.
-        let provider_key = KeyHasher::new(DOMAIN_PROVIDER).field(&tx.provider).finish();
-        let provider = self.providers.get_or_insert(provider_key).state;
         provider.advance(at, config.provider_rate_window_seconds, config.provider_refusal_window_seconds);
         provider.rate_count += 1.0;
         provider.accepted += 1.0;
@@ -798,8 +824,7 @@ impl FeatureExtractor {
         let (rejected_share, duplicate_share, conflict_share) =
             (provider.rejected / events, provider.duplicates / events, provider.conflicts / events);
 
-        // Reconciliation breaks of the provider (no lookup while no provider has any).
-        let (open_breaks_log, oldest_break_age_hours, breaks_opened) = match self.breaks.find(provider_key) {
+        let (open_breaks_log, oldest_break_age_hours, breaks_opened) = match breaks {
             Some(breaks) => (
                 breaks.open_count_log(),
                 breaks.oldest_nanos().map_or(0.0, |oldest| seconds_between(at, oldest).max(0.0) / SECONDS_PER_HOUR),
@@ -809,11 +834,12 @@ impl FeatureExtractor {
         };
 
         let delay = signed_log1p(seconds_between(instant_nanos(tx.received_at), at));
-        let [hour_sin, hour_cos, weekday_sin, weekday_cos] = cyclic_time(at);
+        let [hour_sin, hour_cos, weekday_sin, weekday_cos] = self.time_of_day.at(at);
         let flag = |value: bool| if value { 1.0 } else { 0.0 };
         let values: [f64; FEATURE_COUNT] = [
             amount_major,
-            signed_log1p(reference),
+            // `signed_log1p(reference)`, with the logarithm already taken.
+            reference.signum() * amount_log,
             log_ratio_to_median,
             robust_z,
             seconds_since_previous.ln_1p(),

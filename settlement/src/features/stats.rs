@@ -23,8 +23,13 @@ pub fn instant_nanos(at: DateTime<Utc>) -> i64 {
 }
 
 /// `later - earlier` in seconds, computed without overflow (negative when out of order).
+/// The difference is converted from i64 when it fits (always, within the store's range):
+/// the same nearest double as from i128, without the slow software i128 conversion.
 pub fn seconds_between(later_nanos: i64, earlier_nanos: i64) -> f64 {
-    (later_nanos as i128 - earlier_nanos as i128) as f64 / NANOS_PER_SECOND
+    match later_nanos.checked_sub(earlier_nanos) {
+        Some(difference) => difference as f64 / NANOS_PER_SECOND,
+        None => (later_nanos as i128 - earlier_nanos as i128) as f64 / NANOS_PER_SECOND,
+    }
 }
 
 /// The weight that a value `elapsed_seconds` old keeps under a time constant: `e^(-t/τ)`.
@@ -71,6 +76,26 @@ pub fn cyclic_time(at_nanos: i64) -> [f64; 4] {
     let day_angle = std::f64::consts::TAU * second_of_day / SECONDS_PER_DAY as f64;
     let week_angle = std::f64::consts::TAU * weekday / 7.0;
     [day_angle.sin(), day_angle.cos(), week_angle.sin(), week_angle.cos()]
+}
+
+/// [`cyclic_time`] of the latest second asked for. Transactions arrive many to a second and
+/// the four sines and cosines depend on the second alone, so most calls reuse them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CyclicTimeOfSecond {
+    second: Option<i64>,
+    values: [f64; 4],
+}
+
+impl CyclicTimeOfSecond {
+    /// `cyclic_time(at_nanos)`, computed once per distinct second in a row.
+    pub fn at(&mut self, at_nanos: i64) -> [f64; 4] {
+        let second = at_nanos.div_euclid(1_000_000_000);
+        if self.second != Some(second) {
+            self.values = cyclic_time(at_nanos);
+            self.second = Some(second);
+        }
+        self.values
+    }
 }
 
 /// Values a ring holds: the account's last 16 amounts.
@@ -210,12 +235,27 @@ mod tests {
     }
 
     #[test]
+    fn cyclic_time_of_a_second_is_reused_only_within_that_second() {
+        let mut cache = CyclicTimeOfSecond::default();
+        let second = 1_795_478_400i64 * 1_000_000_000;
+        for at in [second, second + 999_999_999, second + 1_000_000_000, second - 1, second, -1, 0] {
+            assert_eq!(cache.at(at), cyclic_time(at), "{at}");
+        }
+    }
+
+    #[test]
     fn ratios_are_bounded_and_defined_at_zero() {
         assert_eq!(ratio(0.0, 0.0), 0.0);
         assert_eq!(ratio(5.0, 0.0), RATIO_MAX);
         assert_eq!(ratio(5.0, 2.0), 2.5);
         assert_eq!(ratio(1e300, 1e-300), RATIO_MAX);
         assert_eq!(seconds_between(i64::MAX, i64::MIN), (u64::MAX as f64) / 1e9);
+        // The i64 path and the i128 path convert a difference to the same double.
+        for (later, earlier) in
+            [(1i64 << 62, -(1i64 << 60)), (123_456_789_123_456_789, -3), (-5, 7), ((1 << 53) + 1, 0)]
+        {
+            assert_eq!(seconds_between(later, earlier), (later as i128 - earlier as i128) as f64 / 1e9);
+        }
         assert_eq!(decay(-5.0, 60.0), 1.0);
     }
 }

@@ -87,6 +87,9 @@ pub(crate) struct EntityTable<S> {
     hand: usize,
     capacity_max: usize,
     evictions: u64,
+    /// Keys placed in slots so far: while it is unchanged, every key is in the slot it was
+    /// found in (see [`EntityTable::find_slot`]).
+    placements: u64,
     /// The index's largest capacity so far: its bucket array never shrinks, while
     /// `capacity()` dips as evictions leave tombstones.
     index_capacity_peak: usize,
@@ -103,6 +106,7 @@ impl<S: Default> EntityTable<S> {
             hand: 0,
             capacity_max: capacity_max.clamp(1, u32::MAX as usize),
             evictions: 0,
+            placements: 0,
             index_capacity_peak: 0,
         }
     }
@@ -130,6 +134,7 @@ impl<S: Default> EntityTable<S> {
             slot
         };
         self.index.insert(key, slot as u32);
+        self.placements += 1;
         self.index_capacity_peak = self.index_capacity_peak.max(self.index.capacity());
         Entry { state: &mut self.states[slot], first_seen: true }
     }
@@ -139,6 +144,28 @@ impl<S: Default> EntityTable<S> {
         let slot = *self.index.get(&key)? as usize;
         self.referenced[slot] = true;
         Some(&mut self.states[slot])
+    }
+
+    /// The slot of an entity, if present, marking it seen (nothing created): for a caller
+    /// that keeps it with [`EntityTable::placements`] and later reads the state through
+    /// [`EntityTable::at_slot`] while the placements are unchanged, without a lookup.
+    pub(crate) fn find_slot(&mut self, key: u64) -> Option<u32> {
+        let slot = *self.index.get(&key)?;
+        self.referenced[slot as usize] = true;
+        Some(slot)
+    }
+
+    /// How many keys have been placed in slots; a slot found before still holds the same
+    /// key as long as this has not changed.
+    pub(crate) fn placements(&self) -> u64 {
+        self.placements
+    }
+
+    /// The state in a slot found by [`EntityTable::find_slot`] with the current
+    /// placements, marking it seen, as a lookup of its key would.
+    pub(crate) fn at_slot(&mut self, slot: u32) -> &mut S {
+        self.referenced[slot as usize] = true;
+        &mut self.states[slot as usize]
     }
 
     /// Every entity's state, in no particular order.
@@ -218,6 +245,25 @@ mod tests {
         assert_ne!(KeyHasher::new(1).field("x").finish(), KeyHasher::new(2).field("x").finish());
         // Pinned: training and serving in different processes must agree on keys.
         assert_eq!(KeyHasher::new(0).field("acct-1").finish(), 5_770_637_269_211_568_009);
+    }
+
+    #[test]
+    fn a_found_slot_holds_its_key_until_the_placements_change() {
+        let mut table: EntityTable<u32> = EntityTable::new(2);
+        assert_eq!((table.find_slot(1), table.placements()), (None, 0));
+        *table.get_or_insert(1).state = 11;
+        *table.get_or_insert(2).state = 22;
+        let (slot, placements) = (table.find_slot(1).expect("present"), table.placements());
+        assert_eq!(placements, 2);
+        // Hits place nothing; the slot still reads key 1's state and marks it seen.
+        assert!(!table.get_or_insert(2).first_seen);
+        assert_eq!((table.placements(), *table.at_slot(slot)), (placements, 11));
+        // Key 1 was marked seen through its slot, so the eviction passes over it once and
+        // then, all bits clear, takes slot 0 (key 1): the placements change with it.
+        assert!(table.get_or_insert(3).first_seen);
+        assert_eq!(table.placements(), placements + 1);
+        assert_eq!(table.find_slot(1), None);
+        assert_eq!(*table.at_slot(slot), 0, "the slot now holds key 3's fresh state");
     }
 
     #[test]

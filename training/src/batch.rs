@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::Model;
 
 /// Rows per chunk handed to one worker.
-pub const CHUNK_ROWS: usize = 4_096;
+pub const CHUNK_ROWS: usize = 1_024;
 
 /// Scores every row of `rows`, spreading chunks of [`CHUNK_ROWS`] over rayon's pool.
 pub fn score_rows_parallel<M: Model + Sync + ?Sized>(model: &M, rows: ArrayView2<'_, f64>) -> Array1<f64> {

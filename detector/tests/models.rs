@@ -33,7 +33,7 @@ fn mean_roc_auc(stdout: &str, model: &str) -> f64 {
         .lines()
         .find(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() == 8 && fields[1] == model && fields[2] == "mean"
+            fields.len() == 9 && fields[1] == model && fields[2] == "mean"
         })
         .unwrap_or_else(|| panic!("no mean line for {model}:\n{stdout}"));
     line.split_whitespace().nth(3).unwrap().parse().unwrap()
@@ -50,7 +50,7 @@ fn eval_prints_every_metric_per_seed_and_mean_for_every_model() {
     )
     .expect(0);
     let header = run.stdout.lines().next().unwrap();
-    for column in ["dataset", "model", "seed", "roc_auc", "ap", "p@k", "fit_s", "rows/s"] {
+    for column in ["dataset", "model", "seed", "roc_auc", "ap", "p@k", "fit_s", "rows/s", "batch_rows/s"] {
         assert!(header.contains(column), "header lacks {column}: {header}");
     }
     for model in training::any_model::ModelKind::ALL.iter().map(|kind| kind.name()).chain(["ensemble"]) {
@@ -59,7 +59,7 @@ fn eval_prints_every_metric_per_seed_and_mean_for_every_model() {
             .lines()
             .filter(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
-                fields.len() == 8 && fields[0] == "tiny" && fields[1] == model
+                fields.len() == 9 && fields[0] == "tiny" && fields[1] == model
             })
             .count();
         assert_eq!(seed_lines, 3, "{model}: two seeds and a mean expected:\n{}", run.stdout);

@@ -637,7 +637,8 @@ impl Model for IsolationForest {
                     }
                 }
                 for (offset, row) in block[grouped..].chunks_exact(n_features).enumerate() {
-                    totals[groups * SCORE_GROUP_ROWS + offset] += leaf_lengths[self.descend(splits, row) - (leaves - 1)];
+                    totals[groups * SCORE_GROUP_ROWS + offset] +=
+                        leaf_lengths[self.descend(splits, row) - (leaves - 1)];
                 }
             }
             for (score, total) in block_scores.iter_mut().zip(totals.iter()) {

@@ -83,7 +83,14 @@ fn eval_prints_every_metric_per_seed_and_mean_for_every_model() {
     for evaluation in evaluations {
         assert_eq!(evaluation["rows"], 240);
         assert_eq!(evaluation["anomalies"], 12);
-        for metric in ["roc_auc", "average_precision", "precision_at_k", "fit_seconds", "rows_per_second", "batch_rows_per_second"] {
+        for metric in [
+            "roc_auc",
+            "average_precision",
+            "precision_at_k",
+            "fit_seconds",
+            "rows_per_second",
+            "batch_rows_per_second",
+        ] {
             let value = evaluation["mean"][metric].as_f64().unwrap_or_else(|| panic!("{metric} missing"));
             assert!(value > 0.0, "{metric} = {value}");
         }

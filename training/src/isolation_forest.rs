@@ -484,7 +484,11 @@ impl IsolationForest {
             .iter()
             .zip(&self.split_thresholds)
             .map(|(&feature, &threshold)| GroupSplit {
-                value_offset: feature * SCORE_GROUP_ROWS as u32,
+                // Saturating: a feature index from 2^28 up (a valid artifact may have one)
+                // would overflow `u32`. Groups are only scored when
+                // `SCORE_GROUP_ROWS * n_features <= SCORE_BLOCK_VALUES_MAX`, where every
+                // offset is exact; beyond that the offsets are never read.
+                value_offset: feature.saturating_mul(SCORE_GROUP_ROWS as u32),
                 threshold,
             })
             .collect();
@@ -633,7 +637,8 @@ impl Model for IsolationForest {
                     }
                 }
                 for (offset, row) in block[grouped..].chunks_exact(n_features).enumerate() {
-                    totals[groups * SCORE_GROUP_ROWS + offset] += leaf_lengths[self.descend(splits, row) - (leaves - 1)];
+                    totals[groups * SCORE_GROUP_ROWS + offset] +=
+                        leaf_lengths[self.descend(splits, row) - (leaves - 1)];
                 }
             }
             for (score, total) in block_scores.iter_mut().zip(totals.iter()) {

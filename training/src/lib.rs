@@ -8,8 +8,8 @@
 //! features; the feature schema a model was trained on travels in its artifact metadata.
 
 pub mod any_model;
-pub mod batch;
 pub mod artifact;
+pub mod batch;
 pub mod calibration;
 pub mod dataset;
 pub mod ecod;

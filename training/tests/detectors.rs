@@ -474,6 +474,28 @@ fn isolation_forest_rejects_a_damaged_artifact_and_short_rows() {
 }
 
 #[test]
+fn isolation_forest_loads_an_artifact_with_a_split_on_a_feature_index_past_2_pow_28() {
+    // A valid artifact may split on any feature below `n_features`; the batch-scoring
+    // offset derived on load (`feature * 16`) must not overflow `u32` for such a feature
+    // (it panicked in debug builds: input must never panic).
+    let feature = 1u32 << 28;
+    let json = serde_json::json!({
+        "n_features": feature as usize + 1,
+        "trees": 1,
+        "depth": 1,
+        "subsample": 2,
+        "average_path_length_subsample": 1.0,
+        "split_features": [feature],
+        "split_thresholds": [0.5],
+        "leaf_path_lengths": [1.0, 1.0],
+        "node_rows": [2, 1, 1],
+    });
+    let model: IsolationForest = serde_json::from_value(json).expect("a valid artifact loads");
+    assert_eq!(model.n_features(), feature as usize + 1);
+    assert_eq!(model.subsample(), 2);
+}
+
+#[test]
 fn isolation_forest_scores_values_beyond_f32_range_like_the_range_edge() {
     // Values past f32::MAX round to infinity; they must still land in real leaves (the
     // padding under a shallow leaf is walked on its right side too) and score finitely.

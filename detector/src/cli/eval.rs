@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use training::any_model::{EnsembleParams, ModelKind};
-use training::dataset::{load_csv, DatasetOptions};
 use training::batch::score_rows_parallel;
+use training::dataset::{load_csv, DatasetOptions};
 use training::metrics::{average_precision, precision_at_k, roc_auc};
 use training::{Fit, Model};
 

@@ -776,12 +776,36 @@ store_test!(runs_respect_a_pending_adjustment, |store: Store| async move {
     let open = one_open_break(&store).await;
     let t = at("2026-11-25T09:00:00Z");
     let id = store.propose_adjustment(open.id, &proposal("25.00"), "alice", t).await.unwrap();
-    // Found again, even with a new figure: it stays with the people deciding on it.
-    let changed = Break { difference: dec("26.00"), ..found(BreakClass::MissingInLedger, "A", "25.00") };
-    let run = store.record_run("evo", &period(), &outcome(vec![changed]), t + Duration::hours(1)).await.unwrap();
-    assert_eq!((run.breaks_closed, run.breaks_reopened, run.breaks_updated), (0, 0, 1));
+    // Found again with the same figures: it stays with the people deciding on it.
+    let run = store
+        .record_run(
+            "evo",
+            &period(),
+            &outcome(vec![found(BreakClass::MissingInLedger, "A", "25.00")]),
+            t + Duration::minutes(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!((run.breaks_closed, run.breaks_reopened, run.breaks_updated), (0, 0, 0));
     assert_eq!(breaks_by_key(&store).await["A"].status, BreakStatus::PendingAdjustment);
     assert_eq!(store.adjustment(id).await.unwrap().unwrap().status, AdjustmentStatus::Pending);
+    // Found again with a new figure: approving the 25.00 proposal would post the old
+    // difference and close the break over the remaining 1.00, so the proposal is withdrawn
+    // and the break is open again for a proposal of the new difference.
+    let changed_at = t + Duration::hours(1);
+    let changed = Break { difference: dec("26.00"), ..found(BreakClass::MissingInLedger, "A", "25.00") };
+    let run = store.record_run("evo", &period(), &outcome(vec![changed]), changed_at).await.unwrap();
+    assert_eq!((run.breaks_closed, run.breaks_reopened, run.breaks_updated), (0, 0, 1));
+    assert_eq!(breaks_by_key(&store).await["A"].status, BreakStatus::Open);
+    let stale = store.adjustment(id).await.unwrap().unwrap();
+    assert_eq!((stale.status, stale.decided_at), (AdjustmentStatus::Withdrawn, Some(changed_at)));
+    assert!(matches!(
+        store.approve_adjustment(id, "bob", changed_at).await,
+        Err(StoreError::AdjustmentNotPending { status: AdjustmentStatus::Withdrawn, .. })
+    ));
+    let break_audit = audit_of(&store, AuditSubject::Break(open.id)).await;
+    assert_eq!(actions(&break_audit), ["opened", "adjustment_pending", "updated", "adjustment_withdrawn"]);
+    let id = store.propose_adjustment(open.id, &proposal("26.00"), "alice", changed_at).await.unwrap();
     // Then it resolves itself: the break closes by the rule and the proposal is withdrawn,
     // so no one can approve a correction of a difference that no longer exists.
     let gone_at = t + Duration::hours(2);

@@ -11,7 +11,10 @@
 //! - new: stored `open`, or stored `closed` at once when the outcome names the written rule
 //!   that already settles it (`auto_closed_by`; `closed_by` = the rule);
 //! - found again: `last_run`/`last_seen_at` move on; changed amounts or reason are updated
-//!   (audited); an open (or pending) break the outcome now settles by a rule is closed by it;
+//!   (audited); a pending adjustment of a break whose figures changed is withdrawn and the
+//!   break is open again (approving it would post a correction of the old difference, and
+//!   the break it closed would hide the rest); an open (or pending) break the outcome now
+//!   settles by a rule is closed by it;
 //!   a break closed by a rule that is found again unsettled is reopened;
 //! - not found again: an open break is closed by `resolved_on_recheck`;
 //! - a break with a pending adjustment whose difference resolves itself (not found again, or
@@ -324,7 +327,8 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
     /// Breaks: opened, recorded_closed, closed, reopened, updated, adjustment_pending,
-    /// adjustment_rejected. Adjustments: proposed, approved, rejected, withdrawn.
+    /// adjustment_rejected, adjustment_withdrawn. Adjustments: proposed, approved, rejected,
+    /// withdrawn.
     pub action: String,
     pub subject: AuditSubject,
     pub detail: String,
@@ -1253,8 +1257,20 @@ impl Store {
                 .bind(figures.reason.as_str())
                 .execute(&mut *tx)
                 .await?;
-                let detail = format!("run #{run}: {}", figures.changes_from(&stored.figures));
+                let changes = figures.changes_from(&stored.figures);
+                let detail = format!("run #{run}: {changes}");
                 audit(&mut tx, now_ns, AUDIT_ACTOR_RUN, "updated", AuditSubject::Break(stored.id), &detail).await?;
+                if stored.status == BreakStatus::PendingAdjustment && found.auto_closed_by.is_none() {
+                    let why = format!("break #{} changed in run #{run} ({changes})", stored.id);
+                    withdraw_pending(&mut tx, stored.id, &why, now_ns).await?;
+                    sqlx::query("UPDATE breaks SET status = 'open' WHERE id = $1")
+                        .bind(stored.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let detail = format!("pending adjustment withdrawn: {why}; propose again for the new difference");
+                    let subject = AuditSubject::Break(stored.id);
+                    audit(&mut tx, now_ns, AUDIT_ACTOR_RUN, "adjustment_withdrawn", subject, &detail).await?;
+                }
             }
             let settle = match (stored.status, stored.closed_kind, found.auto_closed_by) {
                 (BreakStatus::Open | BreakStatus::PendingAdjustment, _, Some(rule)) => Settle::ByRule(rule),
@@ -1757,28 +1773,35 @@ async fn close_by_rule(
     .execute(&mut *tx)
     .await?;
     if status == BreakStatus::PendingAdjustment {
-        let pending: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM adjustments WHERE break_id = $1 AND status = 'pending'")
-                .bind(break_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        for adjustment in pending {
-            sqlx::query(
-                "UPDATE adjustments SET status = 'withdrawn', decided_by = $2, decided_at_ns = $3, decision_note = $4
-                 WHERE id = $1",
-            )
-            .bind(adjustment)
-            .bind(AUDIT_ACTOR_RUN)
-            .bind(now_ns)
-            .bind(format!("break #{break_id} closed by rule {rule}: {reason}"))
-            .execute(&mut *tx)
-            .await?;
-            let detail = format!("withdrawn: break #{break_id} was closed by rule {rule} ({reason})");
-            audit(tx, now_ns, AUDIT_ACTOR_RUN, "withdrawn", AuditSubject::Adjustment(adjustment), &detail).await?;
-        }
+        let why = format!("break #{break_id} was closed by rule {rule} ({reason})");
+        withdraw_pending(tx, break_id, &why, now_ns).await?;
     }
     let detail = format!("closed by rule {rule}: {reason}");
     audit(tx, now_ns, AUDIT_ACTOR_RUN, "closed", AuditSubject::Break(break_id), &detail).await
+}
+
+/// Withdraws the pending adjustments of a break (audited, `why` as the decision note): the
+/// difference they were to correct is gone or has changed.
+async fn withdraw_pending(tx: &mut sqlx::AnyConnection, break_id: i64, why: &str, now_ns: i64) -> Result<()> {
+    let pending: Vec<i64> = sqlx::query_scalar("SELECT id FROM adjustments WHERE break_id = $1 AND status = 'pending'")
+        .bind(break_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    for adjustment in pending {
+        sqlx::query(
+            "UPDATE adjustments SET status = 'withdrawn', decided_by = $2, decided_at_ns = $3, decision_note = $4
+             WHERE id = $1",
+        )
+        .bind(adjustment)
+        .bind(AUDIT_ACTOR_RUN)
+        .bind(now_ns)
+        .bind(why)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("withdrawn: {why}");
+        audit(tx, now_ns, AUDIT_ACTOR_RUN, "withdrawn", AuditSubject::Adjustment(adjustment), &detail).await?;
+    }
+    Ok(())
 }
 
 async fn locked_break(tx: &mut sqlx::AnyConnection, break_id: i64) -> Result<StoredBreak> {

@@ -161,7 +161,7 @@ pub enum AdjustmentStatus {
     Pending,
     Approved,
     Rejected,
-    /// Taken back by a run: the difference it was to correct resolved itself.
+    /// Taken back by a run: the difference it was to correct resolved itself or changed.
     Withdrawn,
 }
 
@@ -1730,16 +1730,7 @@ impl Store {
         if adjustment.status != AdjustmentStatus::Pending {
             return Err(StoreError::AdjustmentNotPending { adjustment_id: id, status: adjustment.status });
         }
-        sqlx::query(
-            "UPDATE adjustments SET status = 'rejected', decided_by = $2, decided_at_ns = $3, decision_note = $4
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(by)
-        .bind(now_ns)
-        .bind(note_text)
-        .execute(&mut *tx)
-        .await?;
+        close_adjustment(&mut tx, id, AdjustmentStatus::Rejected, by, now_ns, note_text).await?;
         sqlx::query("UPDATE breaks SET status = 'open' WHERE id = $1 AND status = 'pending_adjustment'")
             .bind(adjustment.break_id)
             .execute(&mut *tx)
@@ -1780,6 +1771,30 @@ async fn close_by_rule(
     audit(tx, now_ns, AUDIT_ACTOR_RUN, "closed", AuditSubject::Break(break_id), &detail).await
 }
 
+/// Records the decision that ends a pending adjustment without posting it (rejected by a
+/// person, or withdrawn by a run), with who decided, when and why.
+async fn close_adjustment(
+    tx: &mut sqlx::AnyConnection,
+    id: i64,
+    status: AdjustmentStatus,
+    by: &str,
+    now_ns: i64,
+    why: &str,
+) -> Result<()> {
+    debug_assert!(matches!(status, AdjustmentStatus::Rejected | AdjustmentStatus::Withdrawn));
+    sqlx::query(
+        "UPDATE adjustments SET status = $2, decided_by = $3, decided_at_ns = $4, decision_note = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(by)
+    .bind(now_ns)
+    .bind(why)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Withdraws the pending adjustments of a break (audited, `why` as the decision note): the
 /// difference they were to correct is gone or has changed.
 async fn withdraw_pending(tx: &mut sqlx::AnyConnection, break_id: i64, why: &str, now_ns: i64) -> Result<()> {
@@ -1788,16 +1803,7 @@ async fn withdraw_pending(tx: &mut sqlx::AnyConnection, break_id: i64, why: &str
         .fetch_all(&mut *tx)
         .await?;
     for adjustment in pending {
-        sqlx::query(
-            "UPDATE adjustments SET status = 'withdrawn', decided_by = $2, decided_at_ns = $3, decision_note = $4
-             WHERE id = $1",
-        )
-        .bind(adjustment)
-        .bind(AUDIT_ACTOR_RUN)
-        .bind(now_ns)
-        .bind(why)
-        .execute(&mut *tx)
-        .await?;
+        close_adjustment(tx, adjustment, AdjustmentStatus::Withdrawn, AUDIT_ACTOR_RUN, now_ns, why).await?;
         let detail = format!("withdrawn: {why}");
         audit(tx, now_ns, AUDIT_ACTOR_RUN, "withdrawn", AuditSubject::Adjustment(adjustment), &detail).await?;
     }

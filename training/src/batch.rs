@@ -1,8 +1,8 @@
 //! Batch scoring over all cores: the rows are cut into chunks and each chunk is scored by
 //! the model's own single-threaded [`Model::score_rows`] on a rayon worker. Serving scores
 //! one transaction per call on the caller's thread; this is for the passes over whole
-//! tables (training calibration, `eval`, re-scoring history), where the rule is
-//! that batch scoring may use every core.
+//! tables (`train` scoring its rows for the alert thresholds, `eval`), where batch scoring
+//! may use every core.
 //!
 //! Chunks are large enough that the scheduling cost is negligible and each worker keeps
 //! the model's per-chunk scratch in its own cache; a call with fewer rows than two chunks

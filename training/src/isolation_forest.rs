@@ -26,9 +26,10 @@
 //! threshold), derived on fit and load and never serialized: a step is then one load of
 //! the pair, one load of the value at a fixed offset from the group, one compare and
 //! `node = 2 node + went_right` (heap numbering from 1). That cut the scoring CPU time by
-//! about 15% against separate feature and threshold arrays. The step itself indexes without bounds checks: its indices are invariants of the
-//! model (checked at fit and when an artifact is deserialized), and rows of the wrong length
-//! score NaN. Scoring allocates nothing per row.
+//! about 15% against separate feature and threshold arrays. The step itself indexes
+//! without bounds checks: its indices are invariants of the model (checked at fit and when
+//! an artifact is deserialized), and rows of the wrong length score NaN. Scoring allocates
+//! nothing per row.
 //!
 //! Precision: like scikit-learn, which grows and applies its trees on `float32` data, the
 //! forest compares feature values rounded to `f32` (thresholds are `f32`), at fit and at
@@ -116,8 +117,8 @@ pub struct IsolationForest {
     /// leaves, breadth-first), for explanations.
     node_rows: Vec<u32>,
     /// Derived from the splits for batch scoring, not serialized: per split, the offset of
-    /// its feature in a transposed group (`feature * SCORE_GROUP_ROWS`) and its threshold's
-    /// bits, side by side so one load fetches both.
+    /// its feature in a transposed group (`feature * SCORE_GROUP_ROWS`) and its threshold,
+    /// side by side so one load fetches both.
     #[serde(skip)]
     group_splits: Vec<GroupSplit>,
 }
@@ -217,9 +218,7 @@ impl TreeSplits<'_> {
             2 * node + 1 + (value.0 > threshold) as usize
         }
     }
-}
 
-impl TreeSplits<'_> {
     /// Descends [`SCORE_GROUP_ROWS`] rows side by side; `values` holds them feature-major
     /// (`values[feature * SCORE_GROUP_ROWS + lane]`). Returns each row's last-level node,
     /// counted from 1 at the root (heap order: the children of `i` are `2i` and `2i + 1`,

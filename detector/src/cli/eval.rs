@@ -3,8 +3,10 @@
 //! labels, score all rows, compare the ranking with the labels; several seeds). Prints, per
 //! file, model and seed and as a mean over seeds: ROC-AUC, average precision, precision@k
 //! (k = number of anomalies), fit seconds and scoring rows/s (timed apart from the fit: one
-//! thread, as serving scores, and batch over every core with `training::batch`); the mean line averages the metrics over seeds and gives the timings' median. Single detectors are measured on their raw scores (calibration does not change a
-//! ranking); the ensemble on its calibrated, combined score.
+//! thread, as serving scores, and batch over every core with `training::batch`); the mean
+//! line averages the metrics over seeds and gives the timings' median. Single detectors are
+//! measured on their raw scores (calibration does not change a ranking); the ensemble on
+//! its calibrated, combined score.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use training::any_model::{AnyParams, ModelKind};
 use training::dataset::{load_csv, DatasetOptions};
-use training::ensemble::{combine, CalibratedModel, Combination, TAIL_FLOOR};
+use training::ensemble::{combine, from_mean_log_tail, log_tail, CalibratedModel, Combination};
 use training::metrics::{average_precision, precision_at_k, roc_auc};
 use training::{Fit, Model};
 
@@ -74,9 +74,7 @@ impl Rule {
             }
             Rule::TopHalfTail => {
                 let kept = top_half(scores);
-                let mean_log_tail =
-                    scores[..kept].iter().map(|score| (1.0 - score + TAIL_FLOOR).ln()).sum::<f64>() / kept as f64;
-                (1.0 + TAIL_FLOOR - mean_log_tail.exp()).clamp(0.0, 1.0)
+                combine(Combination::TailEvidence, &mut scores[..kept])
             }
             Rule::DropLeastTail => {
                 scores.sort_unstable_by(|a, b| b.total_cmp(a));
@@ -88,12 +86,9 @@ impl Rule {
                 let m = scores.len();
                 let weights: Vec<f64> =
                     (1..=m).map(|rank| (rank..=m).map(|k| 1.0 / k as f64).sum::<f64>() / m as f64).collect();
-                let mean_log_tail = scores
-                    .iter()
-                    .zip(&weights)
-                    .map(|(score, weight)| weight * (1.0 - score + TAIL_FLOOR).ln())
-                    .sum::<f64>();
-                (1.0 + TAIL_FLOOR - mean_log_tail.exp()).clamp(0.0, 1.0)
+                let mean_log_tail =
+                    scores.iter().zip(&weights).map(|(score, weight)| weight * log_tail(*score)).sum::<f64>();
+                from_mean_log_tail(mean_log_tail)
             }
         }
     }

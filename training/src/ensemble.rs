@@ -117,12 +117,12 @@ pub fn combine(combination: Combination, scores: &mut [f64]) -> f64 {
 }
 
 /// `ln(1 - p + floor)`: the log tail probability a calibrated score stands for.
-fn log_tail(score: f64) -> f64 {
+pub fn log_tail(score: f64) -> f64 {
     (1.0 - score + TAIL_FLOOR).ln()
 }
 
 /// The combined score of a (weighted) mean log tail probability: the inverse of [`log_tail`].
-fn from_mean_log_tail(mean_log_tail: f64) -> f64 {
+pub fn from_mean_log_tail(mean_log_tail: f64) -> f64 {
     (1.0 + TAIL_FLOOR - mean_log_tail.exp()).clamp(0.0, 1.0)
 }
 

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use training::ecod::{EcodParams, TRAINING_ROWS_MAX_LIMIT};
-use training::gaussian_mixture::{GaussianMixtureParams, COMPONENTS_MAX};
+use training::gaussian_mixture::{GaussianMixtureParams, COMPONENTS_MAX, FITS_MAX};
 use training::hbos::{HbosParams, BINS_MAX};
 use training::isolation_forest::{IsolationForest, IsolationForestParams, SUBSAMPLE_ROWS_MAX, TREES_MAX};
 use training::knn::{KnnParams, NEIGHBOURS_MAX};
@@ -297,8 +297,15 @@ fn robust_baseline_uses_median_and_mad() {
 #[test]
 fn gaussian_mixture_rejects_bad_parameters() {
     let defaults = GaussianMixtureParams::default;
-    assert_invalid_parameter(GaussianMixtureParams { components: 0, ..defaults() }, "components");
-    assert_invalid_parameter(GaussianMixtureParams { components: COMPONENTS_MAX + 1, ..defaults() }, "components");
+    assert_invalid_parameter(GaussianMixtureParams { component_counts: vec![], ..defaults() }, "component_counts");
+    assert_invalid_parameter(GaussianMixtureParams { component_counts: vec![4, 0], ..defaults() }, "component_counts");
+    let too_many = vec![COMPONENTS_MAX + 1];
+    assert_invalid_parameter(GaussianMixtureParams { component_counts: too_many, ..defaults() }, "component_counts");
+    let too_many_fits = vec![2; FITS_MAX + 1];
+    assert_invalid_parameter(
+        GaussianMixtureParams { component_counts: too_many_fits, ..defaults() },
+        "component_counts",
+    );
     assert_invalid_parameter(GaussianMixtureParams { reg_covariance: 0.0, ..defaults() }, "reg_covariance");
     assert_invalid_parameter(GaussianMixtureParams { reg_covariance: f64::NAN, ..defaults() }, "reg_covariance");
     assert_invalid_parameter(GaussianMixtureParams { iterations_max: 0, ..defaults() }, "iterations_max");
@@ -320,7 +327,7 @@ fn gaussian_mixture_finds_and_explains_the_outlier() {
 fn gaussian_mixture_scores_the_negative_log_likelihood() {
     // One component on standardized 1-D data: NLL(z) = ½ ln(2π σ²) + z² / (2σ²), σ² = 1 + reg.
     let rows = Array2::from_shape_vec((4, 1), vec![-1.0, -1.0, 1.0, 1.0]).unwrap();
-    let params = GaussianMixtureParams { components: 1, reg_covariance: 1e-3, ..Default::default() };
+    let params = GaussianMixtureParams { component_counts: vec![1], reg_covariance: 1e-3, ..Default::default() };
     let model = params.fit(rows.view(), 0).unwrap();
     let variance = 1.0 + 1e-3;
     for x in [0.0, 1.0, 3.0] {
@@ -337,6 +344,69 @@ fn gaussian_mixture_scores_the_negative_log_likelihood() {
     assert!(model.fallback_reason().is_none(), "{:?}", model.fallback_reason());
     assert!(model.score(&[0.0, 0.0]) > model.score(&[5.0, 5.0]) + 5.0);
     assert!(model.score(&[0.0, 0.0]) > model.score(&[-5.0, -5.0]) + 5.0);
+}
+
+#[test]
+fn gaussian_mixture_pools_fits_by_the_mean_negative_log_likelihood() {
+    // One component is the sample Gaussian whatever EM's initialisation, so two fits of one
+    // component each must score and explain exactly as one fit does.
+    let rows = rows_with_outlier(4);
+    let single = GaussianMixtureParams { component_counts: vec![1], ..Default::default() };
+    let pooled = GaussianMixtureParams { component_counts: vec![1, 1], ..Default::default() };
+    let single = single.fit(rows.view(), 2).unwrap();
+    let pooled = pooled.fit(rows.view(), 2).unwrap();
+    assert_eq!((single.fits(), pooled.fits()), (1, 2));
+    assert_eq!((single.components(), pooled.components()), (1, 2));
+    let (mut single_contributions, mut pooled_contributions) = (vec![0.0; 4], vec![0.0; 4]);
+    for row in rows.rows() {
+        let row = row.as_slice().unwrap();
+        assert!((single.score(row) - pooled.score(row)).abs() < 1e-9);
+        single.explain(row, &mut single_contributions);
+        pooled.explain(row, &mut pooled_contributions);
+        for (a, b) in single_contributions.iter().zip(&pooled_contributions) {
+            assert!((a - b).abs() < 1e-9, "{single_contributions:?} vs {pooled_contributions:?}");
+        }
+    }
+
+    // Two well separated clusters, fitted with one and with two components: the pooled
+    // score is the mean of the two fits' negative log-likelihoods, so the point between the
+    // clusters (likely under the single broad Gaussian, unlikely under the two narrow ones)
+    // sits between what each fit alone says.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let rows = Array2::from_shape_fn((400, 2), |(row, _)| {
+        let centre = if row % 2 == 0 { -5.0 } else { 5.0 };
+        centre + rng.gen::<f64>() - 0.5
+    });
+    let fit = |counts: Vec<usize>| {
+        GaussianMixtureParams { component_counts: counts, ..Default::default() }.fit(rows.view(), 3).unwrap()
+    };
+    let (broad, narrow, pooled) = (fit(vec![1]), fit(vec![2]), fit(vec![1, 2]));
+    assert_eq!(pooled.fits(), 2);
+    assert!(pooled.fallback_reason().is_none(), "{:?}", pooled.fallback_reason());
+    let between = [0.0, 0.0];
+    let expected = (broad.score(&between) + narrow.score(&between)) / 2.0;
+    // Same data, same one-component fit; the two-component fit may differ only by EM's
+    // initialisation stream, which on clusters this far apart finds the same optimum.
+    assert!(
+        (pooled.score(&between) - expected).abs() < 1e-3 * expected.abs().max(1.0),
+        "{} vs {expected}",
+        pooled.score(&between)
+    );
+    assert!(narrow.score(&between) > pooled.score(&between) + 5.0);
+    assert!(pooled.score(&between) > broad.score(&between) + 5.0);
+}
+
+#[test]
+fn gaussian_mixture_loads_an_artifact_written_before_fits_were_pooled() {
+    // Such an artifact has no `fit_ends`: all its components are one mixture.
+    let rows = rows_with_outlier(6);
+    let params = GaussianMixtureParams { component_counts: vec![3], ..Default::default() };
+    let model = params.fit(rows.view(), 1).unwrap();
+    let mut json: serde_json::Value = serde_json::to_value(&model).unwrap();
+    json.as_object_mut().unwrap().remove("fit_ends").expect("the model records its fits");
+    let old: training::gaussian_mixture::GaussianMixture = serde_json::from_value(json).unwrap();
+    assert_eq!(old.fits(), 1);
+    assert_eq!(scores(&old, rows.view()), scores(&model, rows.view()));
 }
 
 #[test]

@@ -7,10 +7,10 @@
 //! behaviour), which one Gaussian or PCA cannot. It gives the ensemble a density view.
 //!
 //! Fitting: features are standardized (mean 0, standard deviation 1; a constant feature
-//! keeps scale 1), then, once per entry of `component_counts`, linfa-clustering's EM with
-//! that many full-covariance components, k-means initialisation, `reg_covariance` added to
-//! every covariance diagonal (so constant or collinear features never make a covariance
-//! singular), seeded. Components lighter than `component_weight_min` are dropped after EM
+//! keeps scale 1), then, once per entry of `component_counts`, EM with that many
+//! full-covariance components, initialised from linfa-clustering's k-means, with
+//! `reg_covariance` added to every covariance diagonal (so constant or collinear features
+//! never make a covariance singular), seeded. Components lighter than `component_weight_min` are dropped after EM
 //! (see that parameter). A count whose EM fails (it did not converge, or a covariance was
 //! not positive definite) is left out and the reason recorded in
 //! [`GaussianMixture::fallback_reason`]; if every count fails, the model falls back to a
@@ -26,6 +26,13 @@
 //! ROC-AUC from 0.851 (4 components alone) to 0.875 and its average precision from 0.434
 //! to 0.480, with the largest gains on pendigits, Waveform and optdigits; the arithmetic
 //! mean of the densities (one big mixture) gained only 0.009 (BENCHMARKS.md).
+//!
+//! EM is ours, not linfa-clustering's `GaussianMixtureModel`: linfa 0.8.1 normalises the
+//! responsibilities with `ln Σ exp` instead of a log-sum-exp (linfa issue #442), so a row
+//! far from every component (one with a 200σ amount, as transaction data has) makes the
+//! normaliser `ln 0` and every responsibility NaN. On the simulator's transaction features
+//! every fit failed that way and the model fell back to one Gaussian. Here the E-step
+//! shifts by each row's largest term.
 //!
 //! Scoring needs no linfa object: the model keeps, per component, `ln w_k`, the mean, the
 //! inverse Cholesky factor `L_k⁻¹` of the covariance and `ln |Σ_k|`, and where each fit's
@@ -44,10 +51,10 @@
 
 use std::f64::consts::PI;
 
-use linfa::traits::Fit as LinfaFit;
+use linfa::traits::{Fit as LinfaFit, Predict};
 use linfa::DatasetBase;
-use linfa_clustering::GaussianMixtureModel;
-use ndarray::{Array2, ArrayView2, Axis};
+use linfa_clustering::KMeans;
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -198,15 +205,8 @@ impl Fit for GaussianMixtureParams {
             let components = count.min(standardized.nrows());
             // Each fit has its own stream, so adding a count does not change the others.
             let fit_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
-            let fitted = GaussianMixtureModel::params(components)
-                .with_rng(fit_rng)
-                .reg_covariance(self.reg_covariance)
-                .max_n_iterations(self.iterations_max)
-                .tolerance(self.tolerance)
-                .n_runs(1)
-                .fit(&dataset)
-                .map_err(|error| error.to_string())
-                .and_then(|gmm| model.add_fit(&gmm, components, self.component_weight_min));
+            let fitted = expectation_maximisation(standardized.view(), &dataset, components, self, fit_rng)
+                .and_then(|fit| model.add_fit(&fit, self.component_weight_min));
             if let Err(reason) = fitted {
                 failures.push(format!("EM with {components} components: {reason}"));
             }
@@ -224,6 +224,96 @@ impl Fit for GaussianMixtureParams {
         }
         Ok(model)
     }
+}
+
+/// One EM fit: `weights` (sum 1), `means` (`k × d`) and `covariances` (`k` of `d × d`,
+/// regularised).
+struct EmFit {
+    weights: Vec<f64>,
+    means: Array2<f64>,
+    covariances: Vec<Array2<f64>>,
+}
+
+/// EM for a `components`-component full-covariance mixture of `rows`: responsibilities
+/// start from k-means' clusters, then alternate parameters (M) and responsibilities (E)
+/// until the mean log-likelihood changes by less than `tolerance` or `iterations_max` is
+/// reached (the last parameters are kept then: they are still a density). Errors when a
+/// component loses all its rows or a covariance is not positive definite.
+fn expectation_maximisation(
+    rows: ArrayView2<'_, f64>,
+    dataset: &DatasetBase<Array2<f64>, Array1<()>>,
+    components: usize,
+    params: &GaussianMixtureParams,
+    rng: ChaCha8Rng,
+) -> Result<EmFit, String> {
+    let (n, d) = rows.dim();
+    let clusters = KMeans::params_with_rng(components, rng)
+        .fit(dataset)
+        .map_err(|error| format!("k-means initialisation: {error}"))?
+        .predict(dataset.records());
+    let mut responsibilities = Array2::<f64>::zeros((n, components));
+    for (row, &cluster) in clusters.iter().enumerate() {
+        responsibilities[[row, cluster]] = 1.0;
+    }
+    let mut previous = f64::NEG_INFINITY;
+    let mut weighted_log_densities = Array2::<f64>::zeros((n, components));
+    for _ in 0..params.iterations_max {
+        let fit = maximisation(rows, &responsibilities, params.reg_covariance)?;
+        // E-step: ln w_k N_k(x) per row and component, then a log-sum-exp per row.
+        for (k, covariance) in fit.covariances.iter().enumerate() {
+            let lower = cholesky(covariance.view())?;
+            let log_determinant: f64 = (0..d).map(|i| 2.0 * lower[i * d + i].ln()).sum();
+            let inverse = Array2::from_shape_vec((d, d), invert_lower(&lower, d)).expect("d × d");
+            let centred = &rows - &fit.means.row(k);
+            let whitened = centred.dot(&inverse.t());
+            let constant = fit.weights[k].ln() - 0.5 * (d as f64 * (2.0 * PI).ln() + log_determinant);
+            for (value, whitened_row) in weighted_log_densities.column_mut(k).iter_mut().zip(whitened.rows()) {
+                *value = constant - 0.5 * whitened_row.dot(&whitened_row);
+            }
+        }
+        let mut log_likelihood = 0.0;
+        for (mut responsibility, weighted) in responsibilities.rows_mut().into_iter().zip(weighted_log_densities.rows())
+        {
+            let maximum = weighted.fold(f64::NEG_INFINITY, |maximum, &value| maximum.max(value));
+            let normaliser = maximum + weighted.iter().map(|value| (value - maximum).exp()).sum::<f64>().ln();
+            if !normaliser.is_finite() {
+                return Err(format!("a row's log-likelihood is {normaliser}"));
+            }
+            log_likelihood += normaliser;
+            for (r, value) in responsibility.iter_mut().zip(weighted) {
+                *r = (value - normaliser).exp();
+            }
+        }
+        let mean_log_likelihood = log_likelihood / n as f64;
+        if (mean_log_likelihood - previous).abs() < params.tolerance {
+            return Ok(fit);
+        }
+        previous = mean_log_likelihood;
+    }
+    maximisation(rows, &responsibilities, params.reg_covariance)
+}
+
+/// M-step: weights, means and regularised covariances from responsibilities (`n × k`).
+fn maximisation(rows: ArrayView2<'_, f64>, responsibilities: &Array2<f64>, reg: f64) -> Result<EmFit, String> {
+    let (n, d) = rows.dim();
+    // As scikit-learn: a tiny floor keeps a component that lost its rows from dividing by 0.
+    let row_counts: Array1<f64> = responsibilities.sum_axis(Axis(0)) + 10.0 * f64::EPSILON;
+    if let Some(k) = row_counts.iter().position(|&count| count < 1e-6) {
+        return Err(format!("component {k} has no rows left"));
+    }
+    let means = responsibilities.t().dot(&rows) / row_counts.view().insert_axis(Axis(1));
+    let mut covariances = Vec::with_capacity(row_counts.len());
+    for (k, &count) in row_counts.iter().enumerate() {
+        let centred = &rows - &means.row(k);
+        let weighted = &centred * &responsibilities.column(k).insert_axis(Axis(1));
+        let mut covariance = weighted.t().dot(&centred) / count;
+        for i in 0..d {
+            covariance[[i, i]] += reg;
+        }
+        covariances.push(covariance);
+    }
+    let weights = row_counts.iter().map(|count| count / n as f64).collect();
+    Ok(EmFit { weights, means, covariances })
 }
 
 /// Mean and population covariance with `reg` added to the diagonal.
@@ -284,15 +374,15 @@ fn invert_lower(lower: &[f64], d: usize) -> Vec<f64> {
 impl GaussianMixture {
     /// Adds the components of one EM fit at least `weight_min` heavy (and the heaviest),
     /// weights renormalised, as one fit; on error the model is as before.
-    fn add_fit(&mut self, gmm: &GaussianMixtureModel<f64>, components: usize, weight_min: f64) -> Result<(), String> {
-        let weights = gmm.weights();
-        let heaviest = (0..components).fold(0, |best, k| if weights[k] > weights[best] { k } else { best });
-        let kept: Vec<usize> = (0..components).filter(|&k| k == heaviest || weights[k] >= weight_min).collect();
+    fn add_fit(&mut self, fit: &EmFit, weight_min: f64) -> Result<(), String> {
+        let weights = &fit.weights;
+        let heaviest = (0..weights.len()).fold(0, |best, k| if weights[k] > weights[best] { k } else { best });
+        let kept: Vec<usize> = (0..weights.len()).filter(|&k| k == heaviest || weights[k] >= weight_min).collect();
         let kept_weight: f64 = kept.iter().map(|&k| weights[k]).sum();
         let before = (self.components, self.log_constants.len(), self.means.len(), self.inverse_cholesky.len());
         let added = kept.iter().try_for_each(|&k| {
-            let mean = gmm.means().row(k).to_vec();
-            self.add_component(weights[k] / kept_weight, &mean, gmm.covariances().index_axis(Axis(0), k))
+            let mean = fit.means.row(k).to_vec();
+            self.add_component(weights[k] / kept_weight, &mean, fit.covariances[k].view())
         });
         match added {
             Ok(()) => {

@@ -397,6 +397,26 @@ fn gaussian_mixture_pools_fits_by_the_mean_negative_log_likelihood() {
 }
 
 #[test]
+fn gaussian_mixture_fits_every_count_on_heavy_tailed_features() {
+    // Transaction features have heavy tails (amounts spanning six orders of magnitude) and
+    // rare indicators (a kind seen once in a thousand rows): rows whose density underflows
+    // to 0 under every component. That must not make EM's responsibilities NaN
+    // (linfa-clustering 0.8.1's EM failed on them, and the model fell back to one Gaussian).
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let normal = |rng: &mut ChaCha8Rng| (0..12).map(|_| rng.gen::<f64>()).sum::<f64>() - 6.0;
+    let rows = Array2::from_shape_fn((3_000, 4), |(row, feature)| match feature {
+        0 => (3.0 * normal(&mut rng)).exp(),
+        1 => f64::from(row % 997 == 0),
+        2 => f64::from(row % 2 == 0) * 10.0 + normal(&mut rng),
+        _ => normal(&mut rng),
+    });
+    let model = GaussianMixtureParams::default().fit(rows.view(), 0).unwrap();
+    assert!(model.fallback_reason().is_none(), "{:?}", model.fallback_reason());
+    assert_eq!(model.fits(), 3);
+    assert!(scores(&model, rows.view()).iter().all(|score| score.is_finite()));
+}
+
+#[test]
 fn gaussian_mixture_loads_an_artifact_written_before_fits_were_pooled() {
     // Such an artifact has no `fit_ends`: all its components are one mixture.
     let rows = rows_with_outlier(6);

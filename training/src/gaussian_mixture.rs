@@ -22,10 +22,10 @@
 //! anomalies and calls it normal. The score is the mean of the fits' negative
 //! log-likelihoods (the geometric mean of their densities), so a row scores as normal only
 //! when every fit finds it likely, and no single count has to be chosen. Over the 14
-//! reference datasets (3 seeds) the pooled 2, 4 and 8 components lifted the mixture's mean
-//! ROC-AUC from 0.851 (4 components alone) to 0.875 and its average precision from 0.434
-//! to 0.480, with the largest gains on pendigits, Waveform and optdigits; the arithmetic
-//! mean of the densities (one big mixture) gained only 0.009 (BENCHMARKS.md).
+//! reference datasets (3 seeds, with linfa's EM) the pooled 2, 4 and 8 components lifted
+//! the mixture's mean ROC-AUC from 0.851 (4 components alone) to 0.875 and its average
+//! precision from 0.434 to 0.464, most on pendigits (0.77 to 0.94) and Waveform; the
+//! arithmetic mean of the densities (one big mixture) gained only 0.009 (BENCHMARKS.md).
 //!
 //! EM is ours, not linfa-clustering's `GaussianMixtureModel`: linfa 0.8.1 normalises the
 //! responsibilities with `ln Σ exp` instead of a log-sum-exp (linfa issue #442), so a row

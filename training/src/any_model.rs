@@ -158,7 +158,7 @@ impl EnsembleParams {
 /// (`examples/ensemble_study.rs`; BENCHMARKS.md has the figures and the caveat). The
 /// robust baseline (distance from each feature's median) was a member until the mixture
 /// pooled several component counts; since then it only dilutes the histogram's view of the
-/// same per-feature tails (3 seeds: 0.8952 mean ROC-AUC with it, 0.8987 without).
+/// same per-feature tails (3 seeds: 0.8944 mean ROC-AUC with it, 0.8975 without).
 pub const ENSEMBLE_MEMBERS: [ModelKind; 3] = [ModelKind::Iforest, ModelKind::Gmm, ModelKind::Hbos];
 
 impl Default for EnsembleParams {

@@ -10,9 +10,11 @@
 //! keeps scale 1), then, once per entry of `component_counts`, EM with that many
 //! full-covariance components, initialised from linfa-clustering's k-means, with
 //! `reg_covariance` added to every covariance diagonal (so constant or collinear features
-//! never make a covariance singular), seeded. Components lighter than `component_weight_min` are dropped after EM
-//! (see that parameter). A count whose EM fails (it did not converge, or a covariance was
-//! not positive definite) is left out and the reason recorded in
+//! never make a covariance singular), seeded. EM that has not converged after
+//! `iterations_max` steps keeps its last parameters. Components lighter than
+//! `component_weight_min` are dropped after EM (see that parameter). A count whose fit
+//! fails (k-means fails, a covariance is not positive definite, a row's log-likelihood is
+//! not finite) is left out and the reason recorded in
 //! [`GaussianMixture::fallback_reason`]; if every count fails, the model falls back to a
 //! single Gaussian with the regularised sample covariance, computed here.
 //!
@@ -70,15 +72,18 @@ pub const FITS_MAX: usize = 8;
 pub const ITERATIONS_MAX: u64 = 10_000;
 /// Most features: the model keeps two `d × d` matrices per component.
 pub const FEATURES_MAX: usize = 1_024;
+/// EM drops a component whose responsibilities sum to fewer rows than this.
+const COMPONENT_ROWS_MIN: f64 = 1e-6;
 
 /// Hyper-parameters of [`GaussianMixture`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GaussianMixtureParams {
     /// Numbers of mixture components, one EM fit each, pooled by averaging their negative
     /// log-likelihoods (see the module documentation). Default `[2, 4, 8]`: a factor of two
-    /// either side of 4, which is enough for a few modes and few enough that every component
-    /// sees hundreds of rows on small data. Each is capped at the number of rows.
-    #[serde(default = "default_component_counts")]
+    /// either side of 4, the single count used before. Each is capped at the number of rows
+    /// (a count that the cap makes equal to an earlier one is not fitted twice). Parameters
+    /// written before fits were pooled hold `"components": N` instead: that reads as `[N]`.
+    #[serde(default = "default_component_counts", alias = "components", deserialize_with = "one_or_more_counts")]
     pub component_counts: Vec<usize>,
     /// Added to every covariance diagonal, in standardized units. Default 1e-3.
     pub reg_covariance: f64,
@@ -96,15 +101,32 @@ pub struct GaussianMixtureParams {
     /// Anomalies often come as a cluster of a few percent of the rows (the reference
     /// datasets hold 2% to 35%), so a floor of 2% (the earlier default) kept such a cluster
     /// as a "normal" mode: on WBC (4.5% anomalies) and thyroid (2.5%) the mixture ranked
-    /// them as normal. With 4 components a genuine mode of the data holds far more than a
-    /// tenth of the rows. Over the 14 reference datasets (3 seeds) the single mixture's mean
-    /// ROC-AUC went from 0.832 to 0.849 and its average precision from 0.345 to 0.447,
-    /// and floors of 0.05 to 0.2 all did better than 0.02 (`examples/ensemble_study.rs`).
+    /// them as normal. A genuine mode of the data holds far more than a tenth of the rows;
+    /// with 8 components EM splits some modes finer than that, and the floor keeps the
+    /// heaviest of them (the simulator's default model keeps 3 of 8). When the floor was
+    /// raised from 0.02, with 4 components, the mixture's mean ROC-AUC over the 14
+    /// reference datasets (3 seeds) went from 0.832 to 0.849 and its average precision from
+    /// 0.345 to 0.447, and floors of 0.05 to 0.2 all did better than 0.02
+    /// (`examples/ensemble_study.rs`).
     pub component_weight_min: f64,
 }
 
 fn default_component_counts() -> Vec<usize> {
     vec![2, 4, 8]
+}
+
+/// `component_counts` as a list, or as the single number of the older `components`.
+fn one_or_more_counts<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Counts {
+        One(usize),
+        More(Vec<usize>),
+    }
+    Ok(match Counts::deserialize(deserializer)? {
+        Counts::One(count) => vec![count],
+        Counts::More(counts) => counts,
+    })
 }
 
 impl Default for GaussianMixtureParams {
@@ -122,6 +144,7 @@ impl Default for GaussianMixtureParams {
 
 /// A fitted mixture, as plain data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "GaussianMixtureData")]
 pub struct GaussianMixture {
     n_features: usize,
     /// Standardization: `z_i = (x_i - feature_means[i]) / feature_scales[i]`.
@@ -145,6 +168,71 @@ pub struct GaussianMixture {
     /// Why the EM fit of some component counts was left out, or why every fit was replaced
     /// by a single Gaussian, if either happened.
     fallback_reason: Option<String>,
+}
+
+/// The serialized form of [`GaussianMixture`], validated by `TryFrom` on load: scoring
+/// indexes the component arrays by `fit_ends` without checks.
+#[derive(Deserialize)]
+struct GaussianMixtureData {
+    n_features: usize,
+    feature_means: Vec<f64>,
+    feature_scales: Vec<f64>,
+    components: usize,
+    #[serde(default)]
+    fit_ends: Vec<usize>,
+    log_constants: Vec<f64>,
+    means: Vec<f64>,
+    inverse_cholesky: Vec<f64>,
+    precisions: Vec<f64>,
+    fallback_reason: Option<String>,
+}
+
+impl TryFrom<GaussianMixtureData> for GaussianMixture {
+    type Error = String;
+
+    fn try_from(data: GaussianMixtureData) -> Result<Self, String> {
+        let (d, components) = (data.n_features, data.components);
+        if d == 0 || d > FEATURES_MAX || components == 0 || components > FITS_MAX * COMPONENTS_MAX {
+            return Err(format!("{d} features and {components} components"));
+        }
+        let ascending = data.fit_ends.windows(2).all(|pair| pair[0] < pair[1]);
+        let ends_ok = data.fit_ends.is_empty()
+            || (ascending && data.fit_ends[0] > 0 && data.fit_ends.last() == Some(&components));
+        if !ends_ok || data.fit_ends.len() > FITS_MAX {
+            return Err(format!("fit ends {:?} do not split {components} components", data.fit_ends));
+        }
+        let expected = [
+            ("feature_means", data.feature_means.len(), d),
+            ("feature_scales", data.feature_scales.len(), d),
+            ("log_constants", data.log_constants.len(), components),
+            ("means", data.means.len(), components * d),
+            ("inverse_cholesky", data.inverse_cholesky.len(), components * d * d),
+            ("precisions", data.precisions.len(), components * d * d),
+        ];
+        for (name, actual, wanted) in expected {
+            if actual != wanted {
+                return Err(format!("{name} has {actual} entries, {wanted} expected"));
+            }
+        }
+        let finite = [&data.feature_means, &data.log_constants, &data.means, &data.inverse_cholesky, &data.precisions]
+            .iter()
+            .all(|values| values.iter().all(|value| value.is_finite()));
+        if !finite || !data.feature_scales.iter().all(|scale| scale.is_finite() && *scale > 0.0) {
+            return Err("a non-finite parameter or a scale that is not positive".into());
+        }
+        Ok(GaussianMixture {
+            n_features: d,
+            feature_means: data.feature_means,
+            feature_scales: data.feature_scales,
+            components,
+            fit_ends: data.fit_ends,
+            log_constants: data.log_constants,
+            means: data.means,
+            inverse_cholesky: data.inverse_cholesky,
+            precisions: data.precisions,
+            fallback_reason: data.fallback_reason,
+        })
+    }
 }
 
 impl Fit for GaussianMixtureParams {
@@ -201,10 +289,15 @@ impl Fit for GaussianMixtureParams {
         };
         let dataset = DatasetBase::from(standardized.clone());
         let mut failures = Vec::new();
+        let mut fitted_counts = Vec::with_capacity(self.component_counts.len());
         for &count in &self.component_counts {
             let components = count.min(standardized.nrows());
-            // Each fit has its own stream, so adding a count does not change the others.
+            // Each fit has its own stream (the n-th count always gets the n-th draw).
             let fit_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+            if fitted_counts.contains(&components) {
+                continue;
+            }
+            fitted_counts.push(components);
             let fitted = expectation_maximisation(standardized.view(), &dataset, components, self, fit_rng)
                 .and_then(|fit| model.add_fit(&fit, self.component_weight_min));
             if let Err(reason) = fitted {
@@ -236,9 +329,11 @@ struct EmFit {
 
 /// EM for a `components`-component full-covariance mixture of `rows`: responsibilities
 /// start from k-means' clusters, then alternate parameters (M) and responsibilities (E)
-/// until the mean log-likelihood changes by less than `tolerance` or `iterations_max` is
-/// reached (the last parameters are kept then: they are still a density). Errors when a
-/// component loses all its rows or a covariance is not positive definite.
+/// until the mean log-likelihood changes by less than `tolerance`, or `iterations_max`
+/// E-steps have run (the last parameters are kept then: they are still a density). A
+/// component that loses all its rows is dropped (the weight floor would drop it anyway).
+/// Errors when k-means fails, a covariance is not positive definite or a row's
+/// log-likelihood is not finite.
 fn expectation_maximisation(
     rows: ArrayView2<'_, f64>,
     dataset: &DatasetBase<Array2<f64>, Array1<()>>,
@@ -255,11 +350,11 @@ fn expectation_maximisation(
     for (row, &cluster) in clusters.iter().enumerate() {
         responsibilities[[row, cluster]] = 1.0;
     }
+    let mut fit = maximisation(rows, &responsibilities, params.reg_covariance)?;
     let mut previous = f64::NEG_INFINITY;
-    let mut weighted_log_densities = Array2::<f64>::zeros((n, components));
     for _ in 0..params.iterations_max {
-        let fit = maximisation(rows, &responsibilities, params.reg_covariance)?;
         // E-step: ln w_k N_k(x) per row and component, then a log-sum-exp per row.
+        let mut weighted_log_densities = Array2::<f64>::zeros((n, fit.weights.len()));
         for (k, covariance) in fit.covariances.iter().enumerate() {
             let lower = cholesky(covariance.view())?;
             let log_determinant: f64 = (0..d).map(|i| 2.0 * lower[i * d + i].ln()).sum();
@@ -272,37 +367,39 @@ fn expectation_maximisation(
             }
         }
         let mut log_likelihood = 0.0;
-        for (mut responsibility, weighted) in responsibilities.rows_mut().into_iter().zip(weighted_log_densities.rows())
-        {
+        for mut weighted in weighted_log_densities.rows_mut() {
             let maximum = weighted.fold(f64::NEG_INFINITY, |maximum, &value| maximum.max(value));
             let normaliser = maximum + weighted.iter().map(|value| (value - maximum).exp()).sum::<f64>().ln();
             if !normaliser.is_finite() {
                 return Err(format!("a row's log-likelihood is {normaliser}"));
             }
             log_likelihood += normaliser;
-            for (r, value) in responsibility.iter_mut().zip(weighted) {
-                *r = (value - normaliser).exp();
-            }
+            weighted.mapv_inplace(|value| (value - normaliser).exp());
         }
         let mean_log_likelihood = log_likelihood / n as f64;
         if (mean_log_likelihood - previous).abs() < params.tolerance {
-            return Ok(fit);
+            break;
         }
         previous = mean_log_likelihood;
+        // The rows now hold responsibilities.
+        fit = maximisation(rows, &weighted_log_densities, params.reg_covariance)?;
     }
-    maximisation(rows, &responsibilities, params.reg_covariance)
+    Ok(fit)
 }
 
-/// M-step: weights, means and regularised covariances from responsibilities (`n × k`).
+/// M-step: weights, means and regularised covariances from responsibilities (`n × k`),
+/// leaving out components whose responsibilities sum to (almost) no row.
 fn maximisation(rows: ArrayView2<'_, f64>, responsibilities: &Array2<f64>, reg: f64) -> Result<EmFit, String> {
     let (n, d) = rows.dim();
-    // As scikit-learn: a tiny floor keeps a component that lost its rows from dividing by 0.
-    let row_counts: Array1<f64> = responsibilities.sum_axis(Axis(0)) + 10.0 * f64::EPSILON;
-    if let Some(k) = row_counts.iter().position(|&count| count < 1e-6) {
-        return Err(format!("component {k} has no rows left"));
+    let row_counts = responsibilities.sum_axis(Axis(0));
+    let kept: Vec<usize> = (0..row_counts.len()).filter(|&k| row_counts[k] >= COMPONENT_ROWS_MIN).collect();
+    if kept.is_empty() {
+        return Err("every component lost its rows".into());
     }
+    let responsibilities = responsibilities.select(Axis(1), &kept);
+    let row_counts = row_counts.select(Axis(0), &kept);
     let means = responsibilities.t().dot(&rows) / row_counts.view().insert_axis(Axis(1));
-    let mut covariances = Vec::with_capacity(row_counts.len());
+    let mut covariances = Vec::with_capacity(kept.len());
     for (k, &count) in row_counts.iter().enumerate() {
         let centred = &rows - &means.row(k);
         let weighted = &centred * &responsibilities.column(k).insert_axis(Axis(1));
@@ -466,7 +563,8 @@ impl GaussianMixture {
         })
     }
 
-    /// Why EM was replaced by a single Gaussian, if it was.
+    /// Which component counts' fits were left out and why, and whether every fit was
+    /// replaced by a single Gaussian; `None` when every count was fitted.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback_reason.as_deref()
     }
@@ -485,6 +583,12 @@ impl Model for GaussianMixture {
             let (mut maximum, mut sum) = (f64::NEG_INFINITY, 0.0);
             for k in fit {
                 let value = self.log_weighted_density(row, k);
+                if value.is_nan() || value == f64::NEG_INFINITY {
+                    // Density 0 under this component (its Mahalanobis term overflowed, or
+                    // was inf - inf for an extreme row): it adds nothing, and `-∞ - -∞`
+                    // would make the sum NaN. A fit with no term left scores +∞.
+                    continue;
+                }
                 if value > maximum {
                     sum = sum * (maximum - value).exp() + 1.0;
                     maximum = value;

@@ -348,15 +348,14 @@ fn gaussian_mixture_scores_the_negative_log_likelihood() {
 
 #[test]
 fn gaussian_mixture_pools_fits_by_the_mean_negative_log_likelihood() {
-    // One component is the sample Gaussian whatever EM's initialisation, so two fits of one
-    // component each must score and explain exactly as one fit does.
+    // A repeated count is fitted once: `[1, 1]` is the same model as `[1]`.
     let rows = rows_with_outlier(4);
     let single = GaussianMixtureParams { component_counts: vec![1], ..Default::default() };
     let pooled = GaussianMixtureParams { component_counts: vec![1, 1], ..Default::default() };
     let single = single.fit(rows.view(), 2).unwrap();
     let pooled = pooled.fit(rows.view(), 2).unwrap();
-    assert_eq!((single.fits(), pooled.fits()), (1, 2));
-    assert_eq!((single.components(), pooled.components()), (1, 2));
+    assert_eq!((single.fits(), pooled.fits()), (1, 1));
+    assert_eq!((single.components(), pooled.components()), (1, 1));
     let (mut single_contributions, mut pooled_contributions) = (vec![0.0; 4], vec![0.0; 4]);
     for row in rows.rows() {
         let row = row.as_slice().unwrap();
@@ -414,6 +413,61 @@ fn gaussian_mixture_fits_every_count_on_heavy_tailed_features() {
     assert!(model.fallback_reason().is_none(), "{:?}", model.fallback_reason());
     assert_eq!(model.fits(), 3);
     assert!(scores(&model, rows.view()).iter().all(|score| score.is_finite()));
+}
+
+#[test]
+fn gaussian_mixture_keeps_every_count_when_components_lose_their_rows() {
+    // Three distinct points repeated: EM with 4 or 8 components empties some of them. Such a
+    // component is dropped (the weight floor would drop it anyway), not the whole fit.
+    let rows = Array2::from_shape_fn((100, 2), |(row, column)| ((row % 3) * (column + 1)) as f64);
+    let model = GaussianMixtureParams::default().fit(rows.view(), 0).unwrap();
+    assert!(model.fallback_reason().is_none(), "{:?}", model.fallback_reason());
+    assert_eq!(model.fits(), 3);
+    // Capped at the rows, counts that become equal are fitted once: [2, 3, 3] is [2, 3].
+    let rows = Array2::from_shape_vec((3, 2), vec![0.0, 1.0, 2.0, 0.5, 4.0, -1.0]).unwrap();
+    let model = GaussianMixtureParams::default().fit(rows.view(), 0).unwrap();
+    assert!(model.fits() <= 2, "{} fits", model.fits());
+}
+
+#[test]
+fn gaussian_mixture_scores_an_extreme_row_as_infinitely_unlikely_not_nan() {
+    // The Mahalanobis terms overflow to +∞ under every component: the density is 0.
+    let model = GaussianMixtureParams::default().fit(rows_with_outlier(4).view(), 0).unwrap();
+    let extreme = [0.0, 0.0, 1e160, 0.0];
+    assert_eq!(model.score(&extreme), f64::INFINITY);
+    let mut contributions = vec![0.0; 4];
+    model.explain(&extreme, &mut contributions);
+    assert!(!contributions.iter().any(|value| value.is_nan()), "{contributions:?}");
+}
+
+#[test]
+fn gaussian_mixture_params_written_before_pooling_keep_their_count() {
+    let old = r#"{"kind":"gmm","components":4,"reg_covariance":0.001,"iterations_max":200,"tolerance":0.001,"training_rows_max":100000,"component_weight_min":0.1}"#;
+    match serde_json::from_str::<training::any_model::AnyParams>(old).unwrap() {
+        training::any_model::AnyParams::Gmm(params) => assert_eq!(params.component_counts, vec![4]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn gaussian_mixture_refuses_an_artifact_whose_fits_do_not_split_its_components() {
+    let model = GaussianMixtureParams::default().fit(rows_with_outlier(6).view(), 1).unwrap();
+    let json = serde_json::to_value(&model).unwrap();
+    let components = json["components"].as_u64().unwrap();
+    for (fit_ends, why) in [
+        (serde_json::json!([0, components]), "an empty fit"),
+        (serde_json::json!([components + 1]), "past the components"),
+        (serde_json::json!([components, components]), "not ascending"),
+    ] {
+        let mut broken = json.clone();
+        broken["fit_ends"] = fit_ends;
+        let error = serde_json::from_value::<training::gaussian_mixture::GaussianMixture>(broken).unwrap_err();
+        assert!(error.to_string().contains("fit ends"), "{why}: {error}");
+    }
+    let mut short = json.clone();
+    short["means"].as_array_mut().unwrap().pop();
+    let error = serde_json::from_value::<training::gaussian_mixture::GaussianMixture>(short).unwrap_err();
+    assert!(error.to_string().contains("means has"), "{error}");
 }
 
 #[test]

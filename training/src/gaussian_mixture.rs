@@ -287,7 +287,7 @@ impl Fit for GaussianMixtureParams {
             precisions: Vec::new(),
             fallback_reason: None,
         };
-        let dataset = DatasetBase::from(standardized.clone());
+        let dataset = DatasetBase::from(standardized.view());
         let mut failures = Vec::new();
         let mut fitted_counts = Vec::with_capacity(self.component_counts.len());
         for &count in &self.component_counts {
@@ -298,7 +298,7 @@ impl Fit for GaussianMixtureParams {
                 continue;
             }
             fitted_counts.push(components);
-            let fitted = expectation_maximisation(standardized.view(), &dataset, components, self, fit_rng)
+            let fitted = expectation_maximisation(&dataset, components, self, fit_rng)
                 .and_then(|fit| model.add_fit(&fit, self.component_weight_min));
             if let Err(reason) = fitted {
                 failures.push(format!("EM with {components} components: {reason}"));
@@ -335,12 +335,12 @@ struct EmFit {
 /// Errors when k-means fails, a covariance is not positive definite or a row's
 /// log-likelihood is not finite.
 fn expectation_maximisation(
-    rows: ArrayView2<'_, f64>,
-    dataset: &DatasetBase<Array2<f64>, Array1<()>>,
+    dataset: &DatasetBase<ArrayView2<'_, f64>, Array1<()>>,
     components: usize,
     params: &GaussianMixtureParams,
     rng: ChaCha8Rng,
 ) -> Result<EmFit, String> {
+    let rows = *dataset.records();
     let (n, d) = rows.dim();
     let clusters = KMeans::params_with_rng(components, rng)
         .fit(dataset)
@@ -356,9 +356,8 @@ fn expectation_maximisation(
         // E-step: ln w_k N_k(x) per row and component, then a log-sum-exp per row.
         let mut weighted_log_densities = Array2::<f64>::zeros((n, fit.weights.len()));
         for (k, covariance) in fit.covariances.iter().enumerate() {
-            let lower = cholesky(covariance.view())?;
-            let log_determinant: f64 = (0..d).map(|i| 2.0 * lower[i * d + i].ln()).sum();
-            let inverse = Array2::from_shape_vec((d, d), invert_lower(&lower, d)).expect("d × d");
+            let (inverse, log_determinant) = inverse_cholesky_and_log_determinant(covariance.view())?;
+            let inverse = Array2::from_shape_vec((d, d), inverse).expect("d × d");
             let centred = &rows - &fit.means.row(k);
             let whitened = centred.dot(&inverse.t());
             let constant = fit.weights[k].ln() - 0.5 * (d as f64 * (2.0 * PI).ln() + log_determinant);
@@ -453,6 +452,14 @@ fn cholesky(matrix: ArrayView2<'_, f64>) -> Result<Vec<f64>, String> {
     Ok(lower)
 }
 
+/// `L⁻¹` (row-major) and `ln |Σ|` of a covariance `Σ = L Lᵀ`.
+fn inverse_cholesky_and_log_determinant(covariance: ArrayView2<'_, f64>) -> Result<(Vec<f64>, f64), String> {
+    let d = covariance.nrows();
+    let lower = cholesky(covariance)?;
+    let log_determinant = (0..d).map(|i| 2.0 * lower[i * d + i].ln()).sum();
+    Ok((invert_lower(&lower, d), log_determinant))
+}
+
 /// Inverse of a lower-triangular matrix (row-major), by forward substitution per column.
 fn invert_lower(lower: &[f64], d: usize) -> Vec<f64> {
     let mut inverse = vec![0.0; d * d];
@@ -502,9 +509,7 @@ impl GaussianMixture {
         if !(weight.is_finite() && weight > 0.0) || mean.iter().any(|value| !value.is_finite()) {
             return Err(format!("component {} has weight {weight} or a non-finite mean", self.components));
         }
-        let lower = cholesky(covariance)?;
-        let log_determinant: f64 = (0..d).map(|i| 2.0 * lower[i * d + i].ln()).sum();
-        let inverse = invert_lower(&lower, d);
+        let (inverse, log_determinant) = inverse_cholesky_and_log_determinant(covariance)?;
         let mut precision = vec![0.0; d * d];
         for i in 0..d {
             for j in 0..d {
